@@ -1,0 +1,170 @@
+"""The ``eocausal`` command line: a thin layer over :mod:`eocausal.pipeline`.
+
+Every command takes a YAML configuration (see ``configs/demo.yaml``). User
+errors (a bad config field, a missing file, invalid data) print one line and
+exit with code 2; nothing else is printed as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from eocausal.config import RunConfig, load_config
+from eocausal.errors import EocausalError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Causal inference with satellite imagery: chips -> embeddings -> CATE -> RATE -> report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+weights_app = typer.Typer(help="Encoder weights: list what is registered, fetch a file.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+console = Console(stderr=True, highlight=False)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML run configuration.")]
+RunDirOpt = Annotated[
+    Path | None, typer.Option("--run-dir", help="Output folder (overrides `run_dir` in the config).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def _load(config: Path, run_dir: Path | None) -> RunConfig:
+    return load_config(config, overrides={"run_dir": str(run_dir)} if run_dir else None)
+
+
+def _log(quiet: bool):
+    if quiet:
+        return lambda message: None
+    return lambda message: console.log(message)
+
+
+def _summary(results: dict) -> None:
+    rate = results.get("rate", {})
+    table = rate.get("table", [])
+    if table:
+        console.print("[bold]RATE on held-out units[/bold] (estimate, SE, ratio):")
+        for row in table:
+            console.print(
+                f"  {row['combination']:<24} {row['estimate']:8.3f} {row['std_err']:8.3f} {row['ratio']:7.2f}"
+            )
+    cate = results.get("cate", {})
+    if "corr_with_true_tau_held_out" in cate:
+        console.print(f"correlation of estimated with true tau (held out): {cate['corr_with_true_tau_held_out']:.3f}")
+    excl = results.get("exclusions", {})
+    if excl.get("n"):
+        console.print(f"[yellow]{excl['n']} units excluded[/yellow] (reasons in exclusions.csv): {excl.get('by_reason')}")
+
+
+@app.command()
+def demo(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Output folder.")] = Path("runs/demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the simulated study and every model.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the whole pipeline on the built-in simulated study and write a report."""
+    from eocausal.pipeline import run_pipeline
+
+    path = resources.files("eocausal") / "configs" / "demo.yaml"
+    with resources.as_file(path) as cfg_path:
+        cfg = load_config(cfg_path, overrides={"run_dir": str(run_dir.resolve()), "seed": seed})
+    result = run_pipeline(cfg, log=_log(quiet), progress=not quiet)
+    _summary(result.results)
+    typer.echo(str(result.report_path))
+
+
+@app.command()
+def run(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False) -> None:
+    """Run every stage of CONFIG: chips, embeddings, features, CATE, evaluation, report."""
+    from eocausal.pipeline import run_pipeline
+
+    result = run_pipeline(_load(config, run_dir), log=_log(quiet), progress=not quiet)
+    _summary(result.results)
+    typer.echo(str(result.report_path))
+
+
+@app.command()
+def chips(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False) -> None:
+    """Build the chips of CONFIG: write the exclusion table and a preview of every scale."""
+    from eocausal.pipeline import run_chips
+
+    cfg = _load(config, run_dir)
+    dataset, preview = run_chips(cfg, log=_log(quiet))
+    typer.echo(f"{cfg.run_dir / 'chips' / 'exclusions.csv'}\n{preview}")
+
+
+@app.command()
+def embed(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False) -> None:
+    """Embed the chips of CONFIG (resumable: finished shards are skipped)."""
+    from eocausal.pipeline import run_embed
+
+    cfg = _load(config, run_dir)
+    result, _ = run_embed(cfg, log=_log(quiet), progress=not quiet)
+    typer.echo(str(Path(result.out_dir) / "embeddings.parquet"))
+
+
+@app.command()
+def evaluate(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False) -> None:
+    """Estimate and evaluate heterogeneity (RATE, TOC, scales, calibration) and write the report.
+
+    Reuses the embeddings already in the run folder; only missing work is done.
+    """
+    from eocausal.pipeline import run_pipeline
+
+    result = run_pipeline(_load(config, run_dir), log=_log(quiet), progress=not quiet)
+    _summary(result.results)
+    typer.echo(str(result.report_path))
+
+
+@weights_app.command("list")
+def weights_list(
+    cache_dir: Annotated[Path | None, typer.Option(help="Weights cache folder.")] = None,
+) -> None:
+    """Show the registered encoder weights and whether each file is present."""
+    from eocausal.encode import list_weights
+
+    frame = list_weights(cache_dir)
+    typer.echo(frame.to_string(index=False))
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    name: Annotated[str, typer.Argument(help="Registered weights name (see `eocausal weights list`).")],
+    cache_dir: Annotated[Path | None, typer.Option(help="Weights cache folder.")] = None,
+) -> None:
+    """Download NAME into the cache and verify its sha256 (the only command that downloads)."""
+    from eocausal.encode import fetch_weights
+
+    typer.echo(str(fetch_weights(name, cache_dir)))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        app(standalone_mode=False)
+    except EocausalError as err:
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as err:  # click usage errors (bad option, missing argument)
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Exit):
+            sys.exit(err.exit_code)
+        raise

@@ -1,0 +1,295 @@
+"""YAML run configurations, validated by pydantic.
+
+A configuration describes one whole run: the study units, the imagery and
+chip scales, the encoder, the features, the CATE learner, the evaluation and
+the optional debiasing of a predicted outcome. Unknown keys and wrong types
+are rejected with the dotted path of the offending field; relative paths are
+resolved against the configuration file's folder and must exist.
+
+Example
+-------
+>>> from eocausal.config import load_config
+>>> cfg = load_config("configs/demo.yaml")  # doctest: +SKIP
+>>> cfg.imagery.scales[0].name  # doctest: +SKIP
+'1km'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from eocausal.errors import ConfigError
+
+__all__ = [
+    "RunConfig",
+    "StudyConfig",
+    "SimulateConfig",
+    "ImageryConfig",
+    "ScaleConfig",
+    "EncoderConfig",
+    "FeaturesConfig",
+    "EstimateConfig",
+    "EvaluateConfig",
+    "DebiasConfig",
+    "MapConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SimulateConfig(_Strict):
+    """The built-in simulated study (scene GeoTIFF + randomized trial with known tau)."""
+
+    n_units: Annotated[int, Field(ge=50)] = 2000
+    scene_size: Annotated[int, Field(ge=256, le=8192)] = 1024
+
+
+class StudyConfig(_Strict):
+    """Where the units come from and which columns mean what."""
+
+    simulate: SimulateConfig | None = None
+    units: Path | None = None
+    id_col: str = "unit_id"
+    treatment_col: str | None = "treated"
+    outcome_col: str | None = "outcome"
+    covariate_cols: list[str] = Field(default_factory=list)
+    drop_covariates: list[str] = Field(default_factory=list)
+    cluster_col: str | None = None
+    weight_col: str | None = None
+    lon_col: str | None = "lon"
+    lat_col: str | None = "lat"
+    crs: str | None = None
+    image_key_col: str | None = None
+    propensity: Annotated[float, Field(gt=0, lt=1)] | None = None
+    propensity_col: str | None = None
+    true_effect_col: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudyConfig:
+        if (self.simulate is None) == (self.units is None):
+            raise ValueError("give exactly one of `simulate` (built-in study) or `units` (a file)")
+        if self.propensity is not None and self.propensity_col is not None:
+            raise ValueError("give at most one of `propensity` and `propensity_col`")
+        return self
+
+
+class ScaleConfig(_Strict):
+    """One chip scale: a width in pixels or kilometres, and the output size."""
+
+    name: str
+    size_px: Annotated[int, Field(ge=1)] | None = None
+    size_km: Annotated[float, Field(gt=0)] | None = None
+    out_px: Annotated[int, Field(ge=4, le=1024)] = 32
+
+    @model_validator(mode="after")
+    def _one_size(self) -> ScaleConfig:
+        if (self.size_px is None) == (self.size_km is None):
+            raise ValueError(f"scale {self.name!r}: give exactly one of `size_px` or `size_km`")
+        return self
+
+
+class ImageryConfig(_Strict):
+    """Imagery source and chip specification."""
+
+    source: Literal["raster", "stac", "precut", "simulated"] = "raster"
+    paths: list[Path] = Field(default_factory=list)
+    precut: Path | None = None
+    precut_images_key: str = "images"
+    precut_keys_key: str = "image_keys"
+    bands: list[str] | None = None
+    recipe: str = "none"
+    dates: list[str] | None = None
+    qa_mask: bool = False
+    min_valid_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    scales: Annotated[list[ScaleConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> ImageryConfig:
+        names = [s.name for s in self.scales]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"scale names must be unique; repeated: {dup}")
+        return self
+
+
+class EncoderConfig(_Strict):
+    """The image encoder and how the embedding job runs."""
+
+    name: str = "mosaiks"
+    n_features: Annotated[int, Field(ge=2)] = 256
+    weights_path: Path | None = None
+    cache_dir: Path | None = None
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    num_workers: Annotated[int, Field(ge=0)] = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: Annotated[int, Field(ge=1)] = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    temporal: Literal["mean", "concat", "transformer"] = "mean"
+
+
+class FeaturesConfig(_Strict):
+    """Multi-scale concatenation."""
+
+    scales: list[str] | None = None
+    pca_components: Annotated[int, Field(ge=1)] | None = 10
+    standardize: bool = True
+    include_covariates: bool = True
+
+
+class EstimateConfig(_Strict):
+    """The CATE learner."""
+
+    learner: Literal["causal_forest", "dr_learner", "t_learner"] = "causal_forest"
+    n_estimators: Annotated[int, Field(ge=4)] = 400
+    min_samples_leaf: Annotated[int, Field(ge=1)] = 5
+    n_folds: Annotated[int, Field(ge=2)] = 3
+
+
+class EvaluateConfig(_Strict):
+    """Honest evaluation of heterogeneity."""
+
+    target: Literal["AUTOC", "QINI"] = "AUTOC"
+    n_bootstrap: Annotated[int, Field(ge=10)] = 200
+    test_size: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    compare_scales: bool = True
+    combinations: Literal["singles+all", "singles+pairs+all", "all"] = "singles+pairs+all"
+
+
+class DebiasConfig(_Strict):
+    """Correction of a predicted (ML-mapped) outcome with a labelled calibration set."""
+
+    predicted_col: str
+    calibration: Path
+    calibration_predicted_col: str = "predicted"
+    calibration_truth_col: str = "truth"
+    method: Literal["auto", "linear", "tweedie", "none"] = "auto"
+
+
+class MapConfig(_Strict):
+    """A grid of CATE predictions over the imagery, written as a GeoTIFF."""
+
+    enabled: bool = True
+    grid: Annotated[int, Field(ge=4, le=512)] = 40
+
+
+class RunConfig(_Strict):
+    """A whole run."""
+
+    run_dir: Path = Path("runs/run")
+    seed: int = 0
+    study: StudyConfig
+    imagery: ImageryConfig
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    estimate: EstimateConfig = Field(default_factory=EstimateConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    debias: DebiasConfig | None = None
+    map: MapConfig = Field(default_factory=MapConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        simulated = self.study.simulate is not None
+        if simulated and self.imagery.source != "simulated":
+            raise ValueError("the built-in study needs `imagery.source: simulated`")
+        if not simulated and self.imagery.source == "simulated":
+            raise ValueError("`imagery.source: simulated` needs `study.simulate`")
+        if self.imagery.source == "precut" and self.imagery.precut is None:
+            raise ValueError("`imagery.source: precut` needs `imagery.precut` (an .npz file)")
+        if self.imagery.source in ("raster", "stac") and not simulated and not self.imagery.paths:
+            raise ValueError(f"`imagery.source: {self.imagery.source}` needs `imagery.paths`")
+        if self.features.scales is not None:
+            known = {s.name for s in self.imagery.scales}
+            unknown = [s for s in self.features.scales if s not in known]
+            if unknown:
+                raise ValueError(f"features.scales names unknown scales {unknown}; known: {sorted(known)}")
+        return self
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; check its spelling (see configs/demo.yaml for the known keys)"
+    elif "input" in first and first["type"] not in ("missing", "value_error"):
+        msg = f"{msg} (got {first['input']!r})"
+    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    return f"config field `{loc}`: {msg}{more}"
+
+
+def _resolve_paths(cfg: RunConfig, base: Path) -> None:
+    """Make relative paths absolute against ``base`` and check that input files exist."""
+
+    def resolve(p: Path | None, field: str, must_exist: bool = True) -> Path | None:
+        if p is None:
+            return None
+        p = p.expanduser()
+        p = p if p.is_absolute() else (base / p)
+        if must_exist and not p.exists():
+            raise ConfigError(f"config field `{field}`: file {str(p)!r} does not exist")
+        return p
+
+    # Outputs go where the user runs the command; inputs are found beside the config file.
+    cfg.run_dir = cfg.run_dir.expanduser().resolve()
+    cfg.study.units = resolve(cfg.study.units, "study.units")
+    cfg.imagery.paths = [
+        resolve(p, f"imagery.paths.{i}") for i, p in enumerate(cfg.imagery.paths)
+    ]
+    cfg.imagery.precut = resolve(cfg.imagery.precut, "imagery.precut")
+    cfg.encoder.weights_path = resolve(cfg.encoder.weights_path, "encoder.weights_path")
+    cfg.encoder.cache_dir = resolve(cfg.encoder.cache_dir, "encoder.cache_dir", must_exist=False)
+    if cfg.debias is not None:
+        cfg.debias.calibration = resolve(cfg.debias.calibration, "debias.calibration")
+
+
+def parse_config(data: Any, *, base_dir: str | Path = ".") -> RunConfig:
+    """Validate a configuration given as a mapping; relative paths resolve against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError("config: the top level must be a mapping of keys to values")
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    _resolve_paths(cfg, Path(base_dir).resolve())
+    return cfg
+
+
+def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a YAML configuration file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file (read with ``yaml.safe_load``).
+    overrides : dict, optional
+        Top-level keys replacing those of the file (e.g. ``{"run_dir": ...}``).
+
+    Raises
+    ------
+    ConfigError
+        With the dotted path of the offending field, or the missing file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if isinstance(data, dict) and overrides:
+        data = {**data, **overrides}
+    return parse_config(data, base_dir=path.parent)

@@ -1,0 +1,678 @@
+"""Config -> stages -> artifacts: the only module that knows the whole order.
+
+Stages, each callable alone on what the previous one saved in the run folder:
+
+1. ``prepare``: the study units (simulated for the built-in study) and the imagery source;
+2. ``chips``: the chip dataset, its exclusion table and a preview image;
+3. ``embed``: the Embeddings artifact (``embeddings/embeddings.parquet``);
+4. ``analyse``: features, CATE on a training half, RATE and scale comparison on the
+   held-out half, ATE, calibration test, effect map;
+5. ``report``: ``results.json`` and ``report.html`` with its figures.
+
+Run folder layout::
+
+    run_dir/
+      config.yaml            the validated configuration, as run
+      study/                 (built-in study) scene.tif, units.csv
+      chips/                 exclusions.csv, preview.png
+      embeddings/            shards/, embeddings.parquet, exclusions.csv
+      map/                   cate.tif, grid embeddings
+      cate.csv               per-unit CATE (held-out units: out-of-sample; training: out-of-bag)
+      exclusions.csv         every excluded unit with its reason
+      results.json           all numbers of the report
+      run_log.json           timings (kept out of results.json so reruns compare equal)
+      report.html, figures/
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from eocausal.config import RunConfig
+from eocausal.errors import ConfigError
+
+__all__ = ["RunResult", "run_pipeline", "prepare_study", "run_chips", "run_embed", "PreparedStudy"]
+
+Log = Callable[[str], None]
+
+
+def _nolog(message: str) -> None:
+    return None
+
+
+@dataclass
+class PreparedStudy:
+    """Units, their raw table, the imagery source and chip spec of a run."""
+
+    units: Any  # StudyUnits
+    table: pd.DataFrame
+    source: Any
+    spec: Any
+    imagery_paths: list[Path]
+    description: str
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    run_dir: Path
+    results: dict[str, Any]
+    report_path: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _write_json(obj: Any, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True))
+    tmp.replace(path)
+    return path
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def _round(value: Any, digits: int = 10) -> Any:
+    """Round floats so that results.json is byte-stable across platforms' last bits."""
+    if isinstance(value, dict):
+        return {k: _round(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round(v, digits) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(round(float(value), digits))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# --------------------------------------------------------------------------- stages
+def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
+    """Load (or simulate) the units and build the imagery source and chip spec."""
+    from eocausal.imagery import ChipSpec, PrecutChipSource, RasterSource, Scale, StacSource
+    from eocausal.units import StudyUnits
+
+    s = cfg.study
+    imagery_paths = list(cfg.imagery.paths)
+    if s.simulate is not None:
+        from eocausal.simulate import make_demo_study
+
+        log(f"simulating the built-in study ({s.simulate.n_units} units) ...")
+        study = make_demo_study(
+            cfg.run_dir / "study",
+            seed=cfg.seed,
+            n_units=s.simulate.n_units,
+            scene_size=s.simulate.scene_size,
+        )
+        units_path = study.units_path
+        imagery_paths = [study.scene_path]
+        description = (
+            "Built-in study: a simulated Landsat-like scene (6 bands, 30 m, UTM 36N) and a "
+            f"randomized trial of {s.simulate.n_units} units whose effect depends on a local "
+            "(1 km) and a regional (6 km) image feature; the true effects are known."
+        )
+    else:
+        units_path = s.units
+        description = f"Units from {units_path}."
+    if str(units_path).lower().endswith(".csv"):
+        table = pd.read_csv(units_path)
+    elif str(units_path).lower().endswith((".parquet", ".geoparquet")):
+        table = pd.read_parquet(units_path)
+    else:
+        import geopandas as gpd
+
+        table = gpd.read_file(units_path)
+    covariates = [c for c in s.covariate_cols if c not in set(s.drop_covariates)]
+    geo = cfg.imagery.source != "precut"
+    units = StudyUnits.from_frame(
+        table,
+        id_col=s.id_col,
+        treatment_col=s.treatment_col,
+        outcome_col=s.outcome_col if cfg.debias is None else cfg.debias.predicted_col,
+        covariate_cols=covariates or None,
+        cluster_col=s.cluster_col,
+        weight_col=s.weight_col,
+        lon_col=s.lon_col if geo else None,
+        lat_col=s.lat_col if geo else None,
+        crs=s.crs if geo else None,
+        image_key_col=s.image_key_col,
+    )
+    for col in (s.propensity_col, s.true_effect_col):
+        if col is not None and col not in table.columns:
+            raise ConfigError(f"config field `study`: column {col!r} is not in {units_path}")
+    table = table.assign(**{s.id_col: table[s.id_col].astype(str)}).set_index(s.id_col)
+
+    im = cfg.imagery
+    if im.source in ("raster", "simulated"):
+        source = RasterSource([str(p) for p in imagery_paths])
+    elif im.source == "stac":
+        source = StacSource(str(imagery_paths[0]), bands=im.bands)
+    else:
+        source = PrecutChipSource.from_npz(
+            str(im.precut), images_key=im.precut_images_key, keys_key=im.precut_keys_key
+        )
+    spec = ChipSpec(
+        [Scale(c.name, size_px=c.size_px, size_km=c.size_km, out_px=c.out_px) for c in im.scales],
+        bands=im.bands,
+        recipe=im.recipe,
+        dates=im.dates,
+        min_valid_fraction=im.min_valid_fraction,
+        qa_mask=im.qa_mask,
+    )
+    return PreparedStudy(units, table, source, spec, imagery_paths, description)
+
+
+def run_chips(cfg: RunConfig, study: PreparedStudy | None = None, *, log: Log = _nolog):
+    """Build the chip dataset; write the pre-read exclusion table and a preview image."""
+    from eocausal.imagery import ChipDataset, write_chip_preview
+
+    study = study or prepare_study(cfg, log=log)
+    dataset = ChipDataset(study.units, study.source, study.spec)
+    out = cfg.run_dir / "chips"
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(dataset.exclusions, out / "exclusions.csv")
+    preview = write_chip_preview(dataset, out / "preview.png", seed=cfg.seed)
+    log(
+        f"chips: {len(dataset)} units, {len(dataset.exclusions)} excluded before reading "
+        f"(outside the imagery); preview {preview}"
+    )
+    return dataset, preview
+
+
+def _build_encoder(cfg: RunConfig, in_chans: int):
+    from eocausal.encode import MosaiksEncoder, build_encoder
+
+    e = cfg.encoder
+    if e.name == "mosaiks":
+        return MosaiksEncoder(in_chans, n_features=e.n_features, seed=cfg.seed)
+    return build_encoder(
+        e.name, weights_path=e.weights_path, cache_dir=e.cache_dir, in_chans=in_chans
+    )
+
+
+def run_embed(cfg: RunConfig, dataset=None, *, out_dir: Path | None = None, encoder=None,
+              log: Log = _nolog, progress: bool = True):
+    """Embed the units of ``dataset`` (built from the config when omitted); resumable."""
+    from eocausal.encode import embed
+
+    if dataset is None:
+        dataset, _ = run_chips(cfg, log=log)
+    encoder = encoder or _build_encoder(cfg, len(dataset.band_names))
+    e = cfg.encoder
+    result = embed(
+        dataset,
+        encoder,
+        out_dir or (cfg.run_dir / "embeddings"),
+        batch_size=e.batch_size,
+        num_workers=e.num_workers,
+        accelerator=e.accelerator,
+        devices=e.devices,
+        num_nodes=e.num_nodes,
+        strategy=e.strategy,
+        precision=e.precision,
+        temporal=e.temporal,
+        resume=True,
+        progress=progress,
+        seed=cfg.seed,
+    )
+    log(
+        f"embeddings: {result.embeddings.n_units} units x {len(result.embeddings.scales)} scales "
+        f"-> {result.out_dir}"
+    )
+    return result, encoder
+
+
+def _make_learner(cfg: RunConfig, propensity: Any):
+    from eocausal.estimate import CausalForest, DRLearner, TLearner
+
+    e = cfg.estimate
+    if e.learner == "causal_forest":
+        return CausalForest(
+            n_estimators=e.n_estimators,
+            min_samples_leaf=e.min_samples_leaf,
+            n_folds=e.n_folds,
+            propensity=propensity,
+            random_state=cfg.seed,
+        )
+    if e.learner == "dr_learner":
+        return DRLearner(n_folds=e.n_folds, propensity=propensity, random_state=cfg.seed)
+    return TLearner(n_folds=e.n_folds, propensity=propensity, random_state=cfg.seed)
+
+
+def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) -> RunResult:
+    """Run every stage of ``cfg`` and write the run folder (see the module docstring)."""
+    from eocausal.estimate import aipw_ate, split_units
+    from eocausal.evaluate import calibration_test, compare_scales, plot_scale_comparison, plot_toc, rate
+    from eocausal.features import MultiScaleFeatures
+    from eocausal.report import plot_cate_distribution, plot_cate_map, render_report, save_figure
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)
+    )
+
+    study = prepare_study(cfg, log=log)
+    timings["prepare"] = time.perf_counter() - t0
+    dataset, preview = run_chips(cfg, study, log=log)
+    timings["chips"] = time.perf_counter() - t0 - sum(timings.values())
+    emb_result, encoder = run_embed(cfg, dataset, log=log, progress=progress)
+    timings["embed"] = time.perf_counter() - t0 - sum(timings.values())
+
+    # -- analysis units: those with an embedding; the others are reported, never dropped silently
+    exclusions = emb_result.exclusions.copy()
+    exclusions["unit_id"] = exclusions["unit_id"].astype(str)
+    exclusions = exclusions.drop_duplicates("unit_id").sort_values("unit_id").reset_index(drop=True)
+    _write_csv(exclusions, run_dir / "exclusions.csv")
+    emb_ids = set(emb_result.embeddings.unit_ids.tolist())
+    ids = np.array([u for u in study.units.unit_id if u in emb_ids], dtype=str)
+    units = study.units.subset(ids)
+    emb = emb_result.embeddings.subset(ids)
+    if units.treatment is None or units.outcome is None:
+        raise ConfigError("config field `study`: effects need `treatment_col` and `outcome_col`")
+    T = units.treatment.astype(int)
+    Y = units.outcome.astype(float)
+    clusters = units.clusters
+    weights = units.weights
+    covariates = units.covariates if cfg.features.include_covariates else None
+    s = cfg.study
+    if s.propensity is not None:
+        propensity: Any = float(s.propensity)
+    elif s.propensity_col is not None:
+        propensity = study.table.loc[ids, s.propensity_col].to_numpy(float)
+    else:
+        propensity = None
+    tau_true = (
+        study.table.loc[ids, s.true_effect_col].to_numpy(float)
+        if s.true_effect_col is not None
+        else None
+    )
+
+    debias_result = None
+    naive_Y = None
+    if cfg.debias is not None:
+        from eocausal.debias import debias_outcome
+
+        d = cfg.debias
+        calib = pd.read_csv(d.calibration)
+        for col in (d.calibration_predicted_col, d.calibration_truth_col):
+            if col not in calib.columns:
+                raise ConfigError(f"config field `debias`: column {col!r} is not in {d.calibration}")
+        debias_result = debias_outcome(
+            Y,
+            calibration_predicted=calib[d.calibration_predicted_col].to_numpy(float),
+            calibration_truth=calib[d.calibration_truth_col].to_numpy(float),
+            method=d.method,
+        )
+        naive_Y, Y = Y, np.asarray(debias_result.corrected, dtype=float)
+        log(f"debias: predicted outcome corrected with {debias_result.method}")
+
+    # -- honest split, features fitted on the training half only
+    train, test = split_units(
+        len(ids), test_size=cfg.evaluate.test_size, clusters=clusters, stratify=T, seed=cfg.seed
+    )
+    f = cfg.features
+    builder = MultiScaleFeatures(
+        scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
+    )
+    cov_train = covariates.iloc[train] if covariates is not None else None
+    cov_test = covariates.iloc[test] if covariates is not None else None
+    builder.fit(emb.subset(ids[train]), cov_train)
+    X_train = builder.transform(emb.subset(ids[train]), cov_train).X
+    X_test = builder.transform(emb.subset(ids[test]), cov_test).X
+
+    def part(a: Any, idx: np.ndarray) -> Any:
+        return a[idx] if isinstance(a, np.ndarray) else a
+
+    log("fitting the CATE model on the training half ...")
+    model = _make_learner(cfg, part(propensity, train)).fit(
+        X_train, T[train], Y[train], clusters=part(clusters, train), sample_weight=part(weights, train)
+    )
+    tau_test = model.effect(X_test)
+    lo_test, hi_test = model.effect_interval(X_test)
+    log("fitting the evaluation model on the held-out half (doubly robust scores) ...")
+    builder_eval = MultiScaleFeatures(
+        scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
+    ).fit(emb.subset(ids[test]), cov_test)
+    X_eval = builder_eval.transform(emb.subset(ids[test]), cov_test).X
+    eval_model = _make_learner(cfg, part(propensity, test)).fit(
+        X_eval, T[test], Y[test], clusters=part(clusters, test), sample_weight=part(weights, test)
+    )
+    scores = eval_model.dr_scores_
+    ev = cfg.evaluate
+    main_rate = rate(
+        scores,
+        tau_test,
+        target=ev.target,
+        n_bootstrap=ev.n_bootstrap,
+        clusters=part(clusters, test),
+        sample_weight=part(weights, test),
+        seed=cfg.seed,
+    )
+    timings["cate"] = time.perf_counter() - t0 - sum(timings.values())
+
+    scale_cmp = None
+    if ev.compare_scales and len(emb.scales) > 1:
+        log("comparing scales (single, pairs, all) on the same split ...")
+        scale_cmp = compare_scales(
+            emb,
+            T,
+            Y,
+            learner=_make_learner(cfg, propensity),
+            covariates=covariates,
+            combinations=ev.combinations,
+            pca_components=f.pca_components,
+            clusters=clusters,
+            sample_weight=weights,
+            test_size=ev.test_size,
+            target=ev.target,
+            n_bootstrap=ev.n_bootstrap,
+            seed=cfg.seed,
+        )
+    timings["scales"] = time.perf_counter() - t0 - sum(timings.values())
+
+    # -- ATE on all analysed units (cross-fitted)
+    log("average treatment effect (AIPW, cross-fitted on all analysed units) ...")
+    builder_all = MultiScaleFeatures(
+        scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
+    ).fit(emb, covariates)
+    X_all = builder_all.transform(emb, covariates).X
+    all_model = _make_learner(cfg, propensity).fit(
+        X_all, T, Y, clusters=clusters, sample_weight=weights
+    )
+    ate = aipw_ate(
+        Y,
+        T,
+        all_model.propensity_oof_,
+        outcome_hat=all_model.outcome_oof_,
+        effect=all_model.effect_oof_,
+        clusters=clusters,
+        sample_weight=weights,
+    )
+    ate_rows = [{"method": "AIPW (cross-fitted)", **_ci_row(ate.to_dict())}]
+    dm = _difference_in_means(Y, T, clusters)
+    ate_rows.append({"method": "difference in means", **dm})
+    if tau_true is not None:
+        ate_rows.append({"method": "truth (mean of tau_true)", "estimate": float(np.mean(tau_true))})
+    debias_block = None
+    if debias_result is not None and naive_Y is not None:
+        naive = aipw_ate(
+            naive_Y, T, all_model.propensity_oof_, outcome_hat=all_model.outcome_oof_,
+            effect=all_model.effect_oof_, clusters=clusters, sample_weight=weights,
+        ).to_dict()
+        debias_block = {
+            "method": debias_result.method,
+            "rows": [
+                {"outcome": "naive (predicted)", **_ci_row(naive)},
+                {"outcome": f"corrected ({debias_result.method})", **_ci_row(ate.to_dict())},
+            ],
+            "diagnostics": debias_result.to_dict(),
+        }
+    calib = calibration_test(
+        Y[test],
+        T[test],
+        eval_model.outcome_oof_,
+        eval_model.propensity_oof_,
+        eval_model.effect_oof_,
+        clusters=part(clusters, test),
+        sample_weight=part(weights, test),
+    )
+    timings["ate"] = time.perf_counter() - t0 - sum(timings.values())
+
+    # -- per-unit CATE: held-out units out-of-sample, training units out-of-bag
+    tau_hat = np.empty(len(ids))
+    tau_hat[test] = tau_test
+    tau_hat[train] = model.effect_oof_
+    split = np.where(np.isin(np.arange(len(ids)), test), "held_out", "train")
+    cate_frame = pd.DataFrame({"unit_id": ids, "split": split, "tau_hat": tau_hat})
+    cate_frame.loc[test, "tau_lower"] = lo_test
+    cate_frame.loc[test, "tau_upper"] = hi_test
+    if tau_true is not None:
+        cate_frame["tau_true"] = tau_true
+    _write_csv(cate_frame, run_dir / "cate.csv")
+
+    cate_block: dict[str, Any] = {
+        "learner": cfg.estimate.learner,
+        "n_train": int(len(train)),
+        "n_held_out": int(len(test)),
+        "mean_tau_hat_held_out": float(np.mean(tau_test)),
+        "sd_tau_hat_held_out": float(np.std(tau_test)),
+    }
+    if tau_true is not None:
+        cate_block["corr_with_true_tau_held_out"] = float(np.corrcoef(tau_test, tau_true[test])[0, 1])
+        cate_block["mse_held_out"] = float(np.mean((tau_test - tau_true[test]) ** 2))
+        cate_block["mse_constant_ate_held_out"] = float(np.mean((np.mean(Y[T == 1]) - np.mean(Y[T == 0]) - tau_true[test]) ** 2))
+    timings["cate_table"] = time.perf_counter() - t0 - sum(timings.values())
+
+    # -- effect map over the imagery
+    figures: dict[str, tuple[Path, str]] = {}
+    fig_dir = run_dir / "figures"
+    map_path = None
+    if cfg.map.enabled and cfg.imagery.source in ("raster", "simulated"):
+        log(f"effect map on a {cfg.map.grid} x {cfg.map.grid} grid ...")
+        map_path = _effect_map(cfg, study, encoder, builder, model, covariates, train, log, progress)
+        units_xy = np.column_stack([units.gdf.to_crs(_raster_crs(study.imagery_paths[0])).geometry.x,
+                                    units.gdf.to_crs(_raster_crs(study.imagery_paths[0])).geometry.y])
+        figures["cate_map"] = (
+            save_figure(
+                plot_cate_map(map_path, background=study.imagery_paths[0], points_xy=units_xy),
+                fig_dir / "cate_map.png",
+            ),
+            "CATE predicted on a grid over the imagery by the model fitted on the training half "
+            "(tabular covariates held at their training means); dots are the study units; blank "
+            "cells had too little valid imagery.",
+        )
+    timings["map"] = time.perf_counter() - t0 - sum(timings.values())
+
+    # -- figures and results
+    figures["toc"] = (
+        save_figure(plot_toc(main_rate), fig_dir / "toc.png"),
+        f"Targeting operator characteristic of the {'+'.join(emb.scales)} ranking on held-out "
+        "units, with a 95% band (clustered half-sample bootstrap).",
+    )
+    figures["cate_hist"] = (
+        save_figure(
+            plot_cate_distribution(tau_test, tau_true[test] if tau_true is not None else None),
+            fig_dir / "cate_hist.png",
+        ),
+        "Distribution of estimated CATEs on the held-out half"
+        + (" against the true effects." if tau_true is not None else "."),
+    )
+    if scale_cmp is not None:
+        figures["scales"] = (
+            save_figure(plot_scale_comparison(scale_cmp), fig_dir / "scales.png"),
+            "RATE ratio (estimate / SE) of every single scale and combination, same split and "
+            "bootstrap draws.",
+        )
+    figures["chips"] = (Path(preview), "Sample chips at every scale.")
+
+    rate_block: dict[str, Any] = {
+        "target": ev.target,
+        "n_eval": int(len(test)),
+        "n_bootstrap": ev.n_bootstrap,
+        "main": main_rate.to_dict(),
+    }
+    if scale_cmp is not None:
+        sc = scale_cmp.to_dict()
+        rate_block["table"] = sc["table"]
+        rate_block["multiscale_gain"] = sc.get("multiscale_gain")
+    else:
+        rate_block["table"] = [
+            {
+                "combination": "+".join(emb.scales),
+                "n_scales": len(emb.scales),
+                "estimate": main_rate.estimate,
+                "std_err": main_rate.std_err,
+                "ratio": main_rate.ratio,
+            }
+        ]
+
+    n_treated = int(T.sum())
+    results: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "study": {
+            "description": study.description,
+            "n_units": int(study.units.n_units),
+            "n_analysed": int(len(ids)),
+            "n_excluded": int(len(exclusions)),
+            "n_treated": n_treated,
+            "n_control": int(len(T) - n_treated),
+            "n_clusters": int(len(np.unique(clusters))) if clusters is not None else None,
+        },
+        "ate": {
+            "rows": ate_rows,
+            "aipw": ate.to_dict(),
+            "note": "AIPW with cross-fitted outcome and effect models"
+            + (" and the known assignment probability." if propensity is not None else " and estimated propensities.")
+            + (" Cluster-robust SE." if clusters is not None else ""),
+        },
+        "rate": rate_block,
+        "cate": cate_block,
+        "calibration": _calibration_rows(calib.to_dict()),
+        "debias": debias_block,
+        "exclusions": {
+            "n": int(len(exclusions)),
+            "file": "exclusions.csv",
+            "by_reason": exclusions["reason"].value_counts().to_dict() if len(exclusions) else {},
+            "rows": exclusions.to_dict(orient="records"),
+        },
+        "artifacts": {
+            "embeddings": str(emb_result.out_dir / "embeddings.parquet"),
+            "cate": "cate.csv",
+            "map": str(map_path) if map_path else None,
+            "report": "report.html",
+        },
+        "provenance": _provenance(cfg, study, encoder),
+    }
+    results = _round(results)
+    _write_json(results, run_dir / "results.json")
+    report_path = render_report(results, figures, run_dir / "report.html")
+    timings["report"] = time.perf_counter() - t0 - sum(timings.values())
+    timings["total"] = time.perf_counter() - t0
+    _write_json({"timings_s": timings, "finished_unix": time.time()}, run_dir / "run_log.json")
+    log(f"done in {timings['total']:.0f} s: {report_path}")
+    return RunResult(run_dir, results, report_path, timings)
+
+
+# --------------------------------------------------------------------------- pieces
+def _ci_row(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "estimate": d.get("estimate"),
+        "std_err": d.get("std_err"),
+        "ci_lower": d.get("ci_lower"),
+        "ci_upper": d.get("ci_upper"),
+    }
+
+
+def _difference_in_means(Y: np.ndarray, T: np.ndarray, clusters: np.ndarray | None) -> dict[str, Any]:
+    """Neyman difference in means with a (cluster-robust) SE, as a model-free comparator."""
+    from eocausal.estimate import aipw_ate
+
+    p = float(T.mean())
+    res = aipw_ate(Y, T, p, mu0=np.full(len(Y), Y[T == 0].mean()), mu1=np.full(len(Y), Y[T == 1].mean()),
+                   clusters=clusters, warn_overlap=False)
+    return _ci_row(res.to_dict())
+
+
+def _calibration_rows(d: dict[str, Any]) -> dict[str, Any]:
+    rows = d.get("rows") or d.get("table")
+    if rows is None:
+        rows = [
+            {"term": "mean.forest.prediction", "estimate": d.get("mean_estimate"),
+             "std_err": d.get("mean_std_err"), "p_value": d.get("mean_p_value")},
+            {"term": "differential.forest.prediction", "estimate": d.get("differential_estimate"),
+             "std_err": d.get("differential_std_err"), "p_value": d.get("differential_p_value")},
+        ]
+    return {"rows": rows, "raw": d}
+
+
+def _raster_crs(path: Path) -> str:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.crs.to_string()
+
+
+def _effect_map(cfg, study, encoder, builder, model, covariates, train, log, progress) -> Path:
+    from eocausal.imagery import ChipDataset
+    from eocausal.maps import grid_over_raster, write_map
+    from eocausal.units import StudyUnits
+
+    grid = grid_over_raster(study.imagery_paths[0], cfg.map.grid)
+    grid_units = StudyUnits.from_frame(
+        grid.points, id_col="unit_id", lon_col="lon", lat_col="lat", crs="EPSG:4326"
+    )
+    dataset = ChipDataset(grid_units, study.source, study.spec)
+    result, _ = run_embed(cfg, dataset, out_dir=cfg.run_dir / "map" / "embeddings",
+                          encoder=encoder, log=log, progress=progress)
+    emb = result.embeddings
+    cov = None
+    if covariates is not None:
+        means = covariates.iloc[train].mean()
+        cov = pd.DataFrame([means.to_numpy()] * emb.n_units, columns=covariates.columns,
+                           index=pd.Index(emb.unit_ids, name=covariates.index.name))
+    X = builder.transform(emb, cov).X
+    values = grid.to_array(emb.unit_ids, model.effect(X))
+    return write_map(values, grid, cfg.run_dir / "map" / "cate.tif")
+
+
+def _provenance(cfg: RunConfig, study: PreparedStudy, encoder: Any) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("eocausal", "numpy", "pandas", "scikit-learn", "econml", "torch", "timm",
+                "lightning", "rasterio"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    inputs = {}
+    for p in study.imagery_paths:
+        inputs[Path(p).name] = _sha256(Path(p))
+    if cfg.study.units is not None:
+        inputs[Path(cfg.study.units).name] = _sha256(Path(cfg.study.units))
+    return {
+        "seed": cfg.seed,
+        "encoder": getattr(encoder, "name", type(encoder).__name__),
+        "weights_sha256": getattr(encoder, "weights_sha256", None),
+        "inputs_sha256": inputs,
+        "versions": versions,
+        "python": platform.python_version(),
+    }

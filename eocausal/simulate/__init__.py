@@ -1,0 +1,14 @@
+"""Built-in study: a simulated Landsat-like scene and a trial with known effects."""
+
+from eocausal.simulate.scene import BAND_NAMES, Scene, make_scene, write_scene
+from eocausal.simulate.trial import SimulatedStudy, make_demo_study, simulate_trial
+
+__all__ = [
+    "BAND_NAMES",
+    "Scene",
+    "SimulatedStudy",
+    "make_demo_study",
+    "make_scene",
+    "simulate_trial",
+    "write_scene",
+]
