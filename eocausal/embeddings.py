@@ -108,7 +108,7 @@ class Embeddings:
         """Rows for ``unit_ids``, in that order; every id must be present."""
         wanted = np.asarray(unit_ids).astype(str)
         index = {u: i for i, u in enumerate(self.unit_ids)}
-        missing = [u for u in wanted if u not in index]
+        missing = [str(u) for u in wanted if u not in index]
         if missing:
             raise EmbeddingsError(
                 f"{len(missing)} units have no embedding (first: {missing[:5]}); "
