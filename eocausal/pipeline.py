@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 
 from eocausal.config import RunConfig
-from eocausal.errors import ConfigError
+from eocausal.errors import ConfigError, EocausalError
 
 __all__ = ["RunResult", "run_pipeline", "prepare_study", "run_chips", "run_embed", "PreparedStudy"]
 
@@ -214,15 +214,41 @@ def run_chips(cfg: RunConfig, study: PreparedStudy | None = None, *, log: Log = 
     return dataset, preview
 
 
-def _build_encoder(cfg: RunConfig, in_chans: int):
+def _build_encoder(cfg: RunConfig, dataset):
+    """The configured encoder; MOSAIKS filters are whitened on a seeded sample of the chips.
+
+    Whitening uses images only (no treatment or outcome), so fitting it on all
+    units leaks nothing into the causal estimates. The ridge added to the patch
+    covariance is 1% of the chips' pixel variance, so that the threshold of 1
+    in the rectifier is on the whitened scale whatever the reflectance units.
+    """
+    import torch
+
     from eocausal.encode import MosaiksEncoder, build_encoder
 
     e = cfg.encoder
-    if e.name == "mosaiks":
-        return MosaiksEncoder(in_chans, n_features=e.n_features, seed=cfg.seed)
-    return build_encoder(
-        e.name, weights_path=e.weights_path, cache_dir=e.cache_dir, in_chans=in_chans
+    in_chans = len(dataset.band_names)
+    if e.name != "mosaiks":
+        return build_encoder(e.name, weights_path=e.weights_path, cache_dir=e.cache_dir, in_chans=in_chans)
+    encoder = MosaiksEncoder(in_chans, n_features=e.n_features, seed=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(dataset))
+    sample = []
+    for i in order:
+        item = dataset[int(i)]
+        if not item["excluded"]:
+            sample.append(item)
+        if len(sample) == 128:
+            break
+    if not sample:
+        raise EocausalError("no unit has a valid chip; see the exclusion table for the reasons")
+    chips = torch.cat(
+        [
+            torch.stack([it["chips"][s] for it in sample]).flatten(0, -4)
+            for s in dataset.spec.scale_names
+        ]
     )
+    return encoder.fit_whitening(chips, eps=1e-2 * float(chips.var()))
 
 
 def run_embed(cfg: RunConfig, dataset=None, *, out_dir: Path | None = None, encoder=None,
@@ -232,7 +258,7 @@ def run_embed(cfg: RunConfig, dataset=None, *, out_dir: Path | None = None, enco
 
     if dataset is None:
         dataset, _ = run_chips(cfg, log=log)
-    encoder = encoder or _build_encoder(cfg, len(dataset.band_names))
+    encoder = encoder or _build_encoder(cfg, dataset)
     e = cfg.encoder
     result = embed(
         dataset,

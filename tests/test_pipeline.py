@@ -79,4 +79,5 @@ def test_same_seed_same_numbers(first_run, tmp_path):
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     m1 = np.genfromtxt(first_run.run_dir / "cate.csv", delimiter=",", skip_header=1, usecols=2)
     m2 = np.genfromtxt(second.run_dir / "cate.csv", delimiter=",", skip_header=1, usecols=2)
-    np.testing.assert_array_equal(m1, m2)
+    # econml averages trees in parallel threads: the per-unit values agree to the last few bits
+    np.testing.assert_allclose(m1, m2, rtol=1e-12, atol=1e-12)
