@@ -63,7 +63,8 @@ def _summary(results: dict) -> None:
         console.print(f"correlation of estimated with true tau (held out): {cate['corr_with_true_tau_held_out']:.3f}")
     excl = results.get("exclusions", {})
     if excl.get("n"):
-        console.print(f"[yellow]{excl['n']} units excluded[/yellow] (reasons in exclusions.csv): {excl.get('by_reason')}")
+        kinds = ", ".join(f"{n} x {kind}" for kind, n in excl.get("by_reason", {}).items())
+        console.print(f"[yellow]{excl['n']} units excluded[/yellow] ({kinds}); every one is listed in exclusions.csv")
 
 
 @app.command()
@@ -148,9 +149,15 @@ def weights_fetch(
     typer.echo(str(fetch_weights(name, cache_dir)))
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.showwarning = _show_warning
     try:
         app(standalone_mode=False)
     except EocausalError as err:

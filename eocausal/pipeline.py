@@ -303,7 +303,14 @@ def _make_learner(cfg: RunConfig, propensity: Any):
 def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) -> RunResult:
     """Run every stage of ``cfg`` and write the run folder (see the module docstring)."""
     from eocausal.estimate import aipw_ate, split_units
-    from eocausal.evaluate import calibration_test, compare_scales, plot_scale_comparison, plot_toc, rate
+    from eocausal.evaluate import (
+        calibration_test,
+        compare_scales,
+        plot_scale_comparison,
+        plot_toc,
+        rate,
+    )
+    from eocausal.evaluate.honest import derive_seeds
     from eocausal.features import MultiScaleFeatures
     from eocausal.report import plot_cate_distribution, plot_cate_map, render_report, save_figure
 
@@ -371,8 +378,10 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         log(f"debias: predicted outcome corrected with {debias_result.method}")
 
     # -- honest split, features fitted on the training half only
+    # the same seed derivation as compare_scales, so the all-scales row there is this model
+    split_seed, boot_seed = derive_seeds(cfg.seed, 2)
     train, test = split_units(
-        len(ids), test_size=cfg.evaluate.test_size, clusters=clusters, stratify=T, seed=cfg.seed
+        len(ids), test_size=cfg.evaluate.test_size, clusters=clusters, stratify=T, seed=split_seed
     )
     f = cfg.features
     builder = MultiScaleFeatures(
@@ -410,7 +419,8 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         n_bootstrap=ev.n_bootstrap,
         clusters=part(clusters, test),
         sample_weight=part(weights, test),
-        seed=cfg.seed,
+        seed=boot_seed,
+        name="+".join(emb.scales),
     )
     timings["cate"] = time.perf_counter() - t0 - sum(timings.values())
 
@@ -596,7 +606,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         "exclusions": {
             "n": int(len(exclusions)),
             "file": "exclusions.csv",
-            "by_reason": exclusions["reason"].value_counts().to_dict() if len(exclusions) else {},
+            "by_reason": _reason_counts(exclusions["reason"]),
             "rows": exclusions.to_dict(orient="records"),
         },
         "artifacts": {
@@ -618,6 +628,13 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
 
 
 # --------------------------------------------------------------------------- pieces
+def _reason_counts(reasons: pd.Series) -> dict[str, int]:
+    """Exclusion counts by kind of reason (numbers and scale names stripped from the text)."""
+    kinds = reasons.astype(str).str.split(";").str[0].str.replace(r"[-+]?\d[\d.]*", "#", regex=True)
+    kinds = kinds.str.replace(r" at scale '[^']*'", "", regex=True).str.strip()
+    return {str(k): int(v) for k, v in kinds.value_counts().sort_index().items()}
+
+
 def _ci_row(d: dict[str, Any]) -> dict[str, Any]:
     return {
         "estimate": d.get("estimate"),

@@ -97,7 +97,7 @@ def simulate_trial(
     cols, rows = np.concatenate([xy_v, xy_u]).T
     cols = np.clip(cols, 0, w - 1)
     rows = np.clip(rows, 0, h - 1)
-    cell = 100  # 3 km grid cells as clusters for units outside villages
+    cell = 200  # 6 km grid cells as clusters for units outside villages
     cluster = np.concatenate(
         [
             [f"village_{v:02d}" for v in village],

@@ -1,0 +1,317 @@
+"""Which image scales reveal heterogeneity: single scales, pairs and all scales compared.
+
+Following Zhu, Jerzak and Daoud (CLeaR 2025; METHODS.md section 4), every
+combination of scales is scored by the RATE of a CATE model trained on its
+concatenated embeddings. All combinations share one train/evaluation split
+and one set of doubly robust scores on the evaluation units, and their RATEs
+are bootstrapped on the same draws, so differences between combinations (the
+multi-scale gain) come with a paired standard error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import combinations as _choose
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eocausal.embeddings import Embeddings
+from eocausal.errors import InputDataError
+from eocausal.estimate.splitting import split_units
+from eocausal.estimate.validation import check_treatment_outcome
+from eocausal.evaluate.honest import clone_for, derive_seeds, dr_scores_of
+from eocausal.evaluate.rate import (
+    RATEComparison,
+    RATEResult,
+    rate_difference,
+    rate_shared_draws,
+    validate_target,
+)
+from eocausal.features import MultiScaleFeatures
+
+__all__ = ["ScaleComparison", "compare_scales", "scale_combinations"]
+
+_TOKENS = ("singles", "pairs", "all")
+
+
+def scale_combinations(
+    scales: Sequence[str], combinations="singles+pairs+all"
+) -> list[tuple[str, ...]]:
+    """The combinations of scales to compare.
+
+    Parameters
+    ----------
+    scales : sequence of str
+        Available scale names, in order.
+    combinations : str or sequence of sequences of str, default="singles+pairs+all"
+        Either tokens joined by ``"+"`` from ``singles`` (each scale alone),
+        ``pairs`` (every pair) and ``all`` (all scales together), or an
+        explicit list such as ``[["s64"], ["s64", "s256"]]``.
+
+    Returns
+    -------
+    list of tuple of str
+        Unique combinations, each in the order of ``scales``.
+    """
+    scales = [str(s) for s in scales]
+    out: list[tuple[str, ...]] = []
+    if isinstance(combinations, str):
+        tokens = [t.strip().lower() for t in combinations.split("+")]
+        bad = [t for t in tokens if t not in _TOKENS]
+        if bad or not tokens:
+            raise InputDataError(
+                f"`combinations` must join {list(_TOKENS)} with '+' (e.g. 'singles+pairs+all'), "
+                f"or list the combinations; got {combinations!r}."
+            )
+        for token in tokens:
+            if token == "singles":
+                out += [(s,) for s in scales]
+            elif token == "pairs":
+                out += list(_choose(scales, 2))
+            else:
+                out.append(tuple(scales))
+    else:
+        for combo in combinations:
+            names = [combo] if isinstance(combo, str) else [str(c) for c in combo]
+            unknown = [c for c in names if c not in scales]
+            if unknown or not names:
+                raise InputDataError(
+                    f"Combination {names} names scales {unknown} that are not in the "
+                    f"embeddings; available: {scales}."
+                )
+            out.append(tuple(s for s in scales if s in names))
+    unique = list(dict.fromkeys(out))
+    if not unique:
+        raise InputDataError(f"`combinations` selects no scales from {scales}.")
+    return unique
+
+
+def _combo_name(combo: tuple[str, ...]) -> str:
+    return "+".join(combo)
+
+
+@dataclass
+class ScaleComparison:
+    """RATE of every scale combination on one shared split and shared bootstrap draws.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per combination: ``combination`` (scale names joined by "+"),
+        ``n_scales``, ``estimate``, ``std_err``, ``ratio``, ``p_value``.
+    results : dict of str -> RATEResult
+        Full results (with TOC curves) by combination name.
+    gain : RATEComparison or None
+        Best multi-scale combination minus best single scale (by estimate),
+        paired on the same draws; ``None`` when singles or multi-scale
+        combinations are missing.
+    target : str
+    train_index, eval_index : ndarray of int
+        Rows (in the order of the embeddings) of the shared split.
+    """
+
+    table: pd.DataFrame
+    results: dict[str, RATEResult]
+    gain: RATEComparison | None
+    target: str
+    train_index: np.ndarray = field(repr=False)
+    eval_index: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary: the table, the multi-scale gain and the TOC curves."""
+        rows = []
+        for row in self.table.to_dict(orient="records"):
+            rows.append(
+                {
+                    "combination": row["combination"],
+                    "n_scales": int(row["n_scales"]),
+                    **{k: _num(row[k]) for k in ("estimate", "std_err", "ratio", "p_value")},
+                }
+            )
+        gain = None
+        if self.gain is not None:
+            gain = {
+                "best_multi": self.gain.a.name,
+                "best_single": self.gain.b.name,
+                "estimate": _num(self.gain.difference),
+                "std_err": _num(self.gain.std_err),
+                "ratio": _num(self.gain.ratio),
+                "p_value": _num(self.gain.p_value),
+            }
+        return {
+            "target": self.target,
+            "n_train": int(self.train_index.size),
+            "n_eval": int(self.eval_index.size),
+            "table": rows,
+            "multiscale_gain": gain,
+            "toc": {name: res.to_dict()["toc"] for name, res in self.results.items()},
+        }
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _aligned_covariates(
+    covariates: pd.DataFrame | None, unit_ids: np.ndarray
+) -> pd.DataFrame | None:
+    if covariates is None:
+        return None
+    if not isinstance(covariates, pd.DataFrame):
+        raise InputDataError("`covariates` must be a pandas DataFrame (one row per unit).")
+    index = covariates.index.astype(str)
+    if index.is_unique and np.isin(unit_ids, index).all():
+        out = covariates.copy()
+        out.index = index
+        return out.loc[unit_ids]
+    if len(covariates) == len(unit_ids):
+        return covariates
+    raise InputDataError(
+        f"`covariates` has {len(covariates)} rows and its index does not hold the "
+        f"{len(unit_ids)} embedded unit ids; index it by unit_id or give one row per unit "
+        "in the order of the embeddings."
+    )
+
+
+def compare_scales(
+    embeddings: Embeddings,
+    T,
+    Y,
+    *,
+    learner,
+    covariates: pd.DataFrame | None = None,
+    combinations="singles+pairs+all",
+    pca_components=None,
+    clusters=None,
+    sample_weight=None,
+    test_size: float = 0.5,
+    target: str = "AUTOC",
+    n_bootstrap: int = 200,
+    seed: int | None = None,
+) -> ScaleComparison:
+    """Compare single scales, pairs and all scales by the RATE of their CATE model.
+
+    Parameters
+    ----------
+    embeddings : Embeddings
+        Per-scale embeddings of the study units.
+    T : array-like of shape (n_units,)
+        Binary treatment, in the order of ``embeddings.unit_ids``.
+    Y : array-like of shape (n_units,)
+        Outcome, same order.
+    learner : estimator
+        CATE learner following eocausal's contract (``fit(X, T, Y, *,
+        clusters, sample_weight)``, ``effect``, ``dr_scores_``); cloned.
+    covariates : pandas.DataFrame, default=None
+        Tabular covariates added to every combination (indexed by unit id,
+        or one row per unit in the order of the embeddings).
+    combinations : str or list, default="singles+pairs+all"
+        See :func:`scale_combinations`.
+    pca_components : int, float, dict or None, default=None
+        Passed to :class:`eocausal.features.MultiScaleFeatures` (PCA per scale,
+        fitted on the training units only).
+    clusters : array-like of shape (n_units,), default=None
+    sample_weight : array-like of shape (n_units,), default=None
+    test_size : float, default=0.5
+    target : {"AUTOC", "QINI"}, default="AUTOC"
+    n_bootstrap : int, default=200
+    seed : int, default=None
+        Seeds the split and the bootstrap draws.
+
+    Returns
+    -------
+    ScaleComparison
+
+    Notes
+    -----
+    One split into training and evaluation units (clusters kept whole). For
+    each combination :math:`c`, features are built on the training units only
+    and a clone of the learner gives priorities :math:`\\hat\\tau_c(X_i)` on the
+    evaluation units. One set of doubly robust scores :math:`\\Gamma_i` comes
+    from a clone fitted with cross-fitting on the evaluation units with all
+    scales, and is shared by every combination. The multi-scale gain is
+    :math:`\\mathrm{RATE}_{c^*_{multi}} - \\mathrm{RATE}_{c^*_{single}}` with
+    standard error :math:`\\mathrm{sd}(r_{multi} - r_{single})` over the shared
+    bootstrap replicates. The two best combinations are picked on the same
+    evaluation data, which makes the gain optimistic; read it as a
+    description, and a ratio above 1.96 as evidence worth confirming on new
+    data.
+
+    References
+    ----------
+    Zhu, Jerzak and Daoud (2025), "Optimizing multi-scale representations to
+    detect effect heterogeneity using Earth observation and computer vision",
+    CLeaR 2025.
+    """
+    if not isinstance(embeddings, Embeddings):
+        raise InputDataError("`embeddings` must be an eocausal.embeddings.Embeddings artifact.")
+    target = validate_target(target)
+    combos = scale_combinations(embeddings.scales, combinations)
+    ids = embeddings.unit_ids
+    n = ids.size
+    data = check_treatment_outcome(
+        T, Y, clusters=clusters, sample_weight=sample_weight, unit_ids=ids
+    )
+    cov = _aligned_covariates(covariates, ids)
+    split_seed, boot_seed = derive_seeds(seed, 2)
+    train, evaluate = split_units(
+        n, test_size=test_size, clusters=data.clusters, stratify=data.T, seed=split_seed
+    )
+    emb_train, emb_eval = embeddings.subset(ids[train]), embeddings.subset(ids[evaluate])
+    cov_train = None if cov is None else cov.iloc[train]
+    cov_eval = None if cov is None else cov.iloc[evaluate]
+
+    def part(values, index):
+        return None if values is None else values[index]
+
+    def fit(X, index):
+        return clone_for(learner, index, n).fit(
+            X,
+            data.T[index],
+            data.Y[index],
+            clusters=part(data.clusters, index),
+            sample_weight=part(data.sample_weight, index),
+        )
+
+    priorities: dict[str, np.ndarray] = {}
+    for combo in combos:
+        builder = MultiScaleFeatures(scales=list(combo), pca_components=pca_components)
+        builder.fit(emb_train, cov_train)
+        model = fit(builder.transform(emb_train, cov_train).X, train)
+        effect = model.effect(builder.transform(emb_eval, cov_eval).X)
+        priorities[_combo_name(combo)] = np.asarray(effect, dtype=np.float64).reshape(-1)
+    all_scales = MultiScaleFeatures(scales=embeddings.scales, pca_components=pca_components)
+    all_scales.fit(emb_eval, cov_eval)
+    evaluator = fit(all_scales.transform(emb_eval, cov_eval).X, evaluate)
+    scores = dr_scores_of(evaluator, evaluate.size)
+    results = rate_shared_draws(
+        scores,
+        priorities,
+        target=target,
+        n_bootstrap=n_bootstrap,
+        clusters=part(data.clusters, evaluate),
+        sample_weight=part(data.sample_weight, evaluate),
+        seed=boot_seed,
+    )
+    table = pd.DataFrame(
+        {
+            "combination": list(results),
+            "n_scales": [len(c) for c in combos],
+            "estimate": [r.estimate for r in results.values()],
+            "std_err": [r.std_err for r in results.values()],
+            "ratio": [r.ratio for r in results.values()],
+            "p_value": [r.p_value for r in results.values()],
+        }
+    )
+    singles = table[table["n_scales"] == 1]
+    multis = table[table["n_scales"] > 1]
+    gain = None
+    if len(singles) and len(multis):
+        best_single = singles.loc[singles["estimate"].idxmax(), "combination"]
+        best_multi = multis.loc[multis["estimate"].idxmax(), "combination"]
+        gain = rate_difference(results[best_multi], results[best_single])
+    return ScaleComparison(table, results, gain, target, train, evaluate)
