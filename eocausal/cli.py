@@ -100,7 +100,7 @@ def chips(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False)
     from eocausal.pipeline import run_chips
 
     cfg = _load(config, run_dir)
-    dataset, preview = run_chips(cfg, log=_log(quiet))
+    dataset, preview = run_chips(cfg, scan=True, log=_log(quiet))
     typer.echo(f"{cfg.run_dir / 'chips' / 'exclusions.csv'}\n{preview}")
 
 

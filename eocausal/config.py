@@ -71,6 +71,7 @@ class StudyConfig(_Strict):
     propensity: Annotated[float, Field(gt=0, lt=1)] | None = None
     propensity_col: str | None = None
     true_effect_col: str | None = None
+    missing_covariates: Literal["error", "exclude"] = "error"
 
     @model_validator(mode="after")
     def _one_source(self) -> StudyConfig:

@@ -61,6 +61,9 @@ class PreparedStudy:
     spec: Any
     imagery_paths: list[Path]
     description: str
+    exclusions: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame({"unit_id": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
+    )
 
 
 @dataclass
@@ -150,7 +153,7 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
         units_path = s.units
         description = f"Units from {units_path}."
     if str(units_path).lower().endswith(".csv"):
-        table = pd.read_csv(units_path)
+        table = pd.read_csv(units_path, dtype={s.id_col: str})
     elif str(units_path).lower().endswith((".parquet", ".geoparquet")):
         table = pd.read_parquet(units_path)
     else:
@@ -158,6 +161,21 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
 
         table = gpd.read_file(units_path)
     covariates = [c for c in s.covariate_cols if c not in set(s.drop_covariates)]
+    missing_cols = [c for c in covariates if c not in table.columns]
+    if missing_cols:
+        raise ConfigError(f"config field `study.covariate_cols`: columns {missing_cols} are not in {units_path}")
+    excluded = pd.DataFrame({"unit_id": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
+    if s.missing_covariates == "exclude" and covariates:
+        values = table[covariates].apply(pd.to_numeric, errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(float)).all(axis=1)
+        if bad.any():
+            reasons = [
+                "missing covariate " + ", ".join(c for c in covariates if not np.isfinite(float(v[c])))
+                for _, v in values[bad].iterrows()
+            ]
+            excluded = pd.DataFrame({"unit_id": table.loc[bad, s.id_col].astype(str).to_numpy(), "reason": reasons})
+            table = table.loc[~bad].reset_index(drop=True)
+            log(f"{int(bad.sum())} units excluded for missing covariates (study.missing_covariates: exclude)")
     geo = cfg.imagery.source != "precut"
     units = StudyUnits.from_frame(
         table,
@@ -194,23 +212,35 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
         min_valid_fraction=im.min_valid_fraction,
         qa_mask=im.qa_mask,
     )
-    return PreparedStudy(units, table, source, spec, imagery_paths, description)
+    return PreparedStudy(units, table, source, spec, imagery_paths, description, excluded)
 
 
-def run_chips(cfg: RunConfig, study: PreparedStudy | None = None, *, log: Log = _nolog):
-    """Build the chip dataset; write the pre-read exclusion table and a preview image."""
+def run_chips(
+    cfg: RunConfig, study: PreparedStudy | None = None, *, scan: bool = False, log: Log = _nolog
+):
+    """Build the chip dataset; write its exclusion table and a preview image.
+
+    With ``scan=True`` every unit's chips are read once, so the table also holds the
+    units excluded at read time (too little valid imagery, unreadable files); without
+    it, only those excluded before reading (outside all imagery) are known yet, and the
+    embedding stage records the others.
+    """
     from eocausal.imagery import ChipDataset, write_chip_preview
 
     study = study or prepare_study(cfg, log=log)
     dataset = ChipDataset(study.units, study.source, study.spec)
     out = cfg.run_dir / "chips"
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(dataset.exclusions, out / "exclusions.csv")
+    if scan:
+        log(f"reading the chips of {len(dataset)} units to find every exclusion ...")
+        table = dataset.scan_exclusions(num_workers=cfg.encoder.num_workers)
+    else:
+        table = dataset.exclusions
+    table = pd.concat([study.exclusions, table], ignore_index=True)
+    _write_csv(table, out / "exclusions.csv")
     preview = write_chip_preview(dataset, out / "preview.png", seed=cfg.seed)
-    log(
-        f"chips: {len(dataset)} units, {len(dataset.exclusions)} excluded before reading "
-        f"(outside the imagery); preview {preview}"
-    )
+    when = "in all" if scan else "before reading"
+    log(f"chips: {len(dataset)} units, {len(table)} excluded {when}; preview {preview}")
     return dataset, preview
 
 
@@ -242,10 +272,13 @@ def _build_encoder(cfg: RunConfig, dataset):
             break
     if not sample:
         raise EocausalError("no unit has a valid chip; see the exclusion table for the reasons")
+    # one encoder serves every scale; whiten on the scales of the largest output size
+    size = max(sc.out_px for sc in dataset.spec.scales)
     chips = torch.cat(
         [
-            torch.stack([it["chips"][s] for it in sample]).flatten(0, -4)
-            for s in dataset.spec.scale_names
+            torch.stack([it["chips"][sc.name] for it in sample]).flatten(0, -4)
+            for sc in dataset.spec.scales
+            if sc.out_px == size
         ]
     )
     return encoder.fit_whitening(chips, eps=1e-2 * float(chips.var()))
@@ -330,7 +363,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     timings["embed"] = time.perf_counter() - t0 - sum(timings.values())
 
     # -- analysis units: those with an embedding; the others are reported, never dropped silently
-    exclusions = emb_result.exclusions.copy()
+    exclusions = pd.concat([study.exclusions, emb_result.exclusions], ignore_index=True)
     exclusions["unit_id"] = exclusions["unit_id"].astype(str)
     exclusions = exclusions.drop_duplicates("unit_id").sort_values("unit_id").reset_index(drop=True)
     _write_csv(exclusions, run_dir / "exclusions.csv")
@@ -585,7 +618,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         "run_dir": str(run_dir),
         "study": {
             "description": study.description,
-            "n_units": int(study.units.n_units),
+            "n_units": int(study.units.n_units + len(study.exclusions)),
             "n_analysed": int(len(ids)),
             "n_excluded": int(len(exclusions)),
             "n_treated": n_treated,
@@ -630,7 +663,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
 # --------------------------------------------------------------------------- pieces
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:
     """Exclusion counts by kind of reason (numbers and scale names stripped from the text)."""
-    kinds = reasons.astype(str).str.split(";").str[0].str.replace(r"[-+]?\d[\d.]*", "#", regex=True)
+    kinds = reasons.astype(str).str.split(";").str[0].str.replace(r"(?<![\w.])[-+]?\d[\d.]*", "#", regex=True)
     kinds = kinds.str.replace(r" at scale '[^']*'", "", regex=True).str.strip()
     return {str(k): int(v) for k, v in kinds.value_counts().sort_index().items()}
 
@@ -638,7 +671,7 @@ def _reason_counts(reasons: pd.Series) -> dict[str, int]:
 def _ci_row(d: dict[str, Any]) -> dict[str, Any]:
     return {
         "estimate": d.get("estimate"),
-        "std_err": d.get("std_err"),
+        "std_err": d.get("std_err", d.get("std_error")),
         "ci_lower": d.get("ci_lower"),
         "ci_upper": d.get("ci_upper"),
     }
