@@ -105,11 +105,34 @@ def chips(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False)
 
 
 @app.command()
-def embed(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False) -> None:
-    """Embed the chips of CONFIG (resumable: finished shards are skipped)."""
+def embed(
+    config: ConfigArg,
+    run_dir: RunDirOpt = None,
+    accelerator: Annotated[str | None, typer.Option(help="cpu, gpu or auto (overrides encoder.accelerator).")] = None,
+    devices: Annotated[str | None, typer.Option(help="Devices per node (overrides encoder.devices).")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="Nodes (overrides encoder.num_nodes).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Lightning strategy, e.g. ddp (overrides encoder.strategy).")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="DataLoader workers per process.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Embed the chips of CONFIG (resumable: finished shards are skipped).
+
+    Under SLURM, launch one task per GPU with srun (see scripts/slurm_embed.sh); the
+    options override the config's encoder section.
+    """
     from eocausal.pipeline import run_embed
 
     cfg = _load(config, run_dir)
+    overrides = {
+        "accelerator": accelerator,
+        "devices": int(devices) if devices is not None and devices.isdigit() else devices,
+        "num_nodes": num_nodes,
+        "strategy": strategy,
+        "num_workers": num_workers,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg.encoder, key, value)
     result, _ = run_embed(cfg, log=_log(quiet), progress=not quiet)
     typer.echo(str(Path(result.out_dir) / "embeddings.parquet"))
 

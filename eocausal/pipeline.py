@@ -204,10 +204,28 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
         source = PrecutChipSource.from_npz(
             str(im.precut), images_key=im.precut_images_key, keys_key=im.precut_keys_key
         )
+    bands, recipe = im.bands, im.recipe
+    if cfg.encoder.name != "mosaiks":
+        # a registered encoder knows its bands and scaling recipe; the config may not repeat them
+        from eocausal.encode import get_weights_entry
+
+        try:
+            entry = get_weights_entry(cfg.encoder.name)
+        except EocausalError:
+            entry = None
+        if entry is not None:
+            bands = bands or list(entry.bands)
+            if recipe == "none":
+                recipe = entry.recipe
+            elif recipe != entry.recipe:
+                raise ConfigError(
+                    f"config field `imagery.recipe`: {recipe!r} differs from the recipe the "
+                    f"weights {entry.name!r} were trained with ({entry.recipe!r}); remove it or set it to {entry.recipe!r}"
+                )
     spec = ChipSpec(
         [Scale(c.name, size_px=c.size_px, size_km=c.size_km, out_px=c.out_px) for c in im.scales],
-        bands=im.bands,
-        recipe=im.recipe,
+        bands=bands,
+        recipe=recipe,
         dates=im.dates,
         min_valid_fraction=im.min_valid_fraction,
         qa_mask=im.qa_mask,
@@ -417,9 +435,13 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         len(ids), test_size=cfg.evaluate.test_size, clusters=clusters, stratify=T, seed=split_seed
     )
     f = cfg.features
-    builder = MultiScaleFeatures(
-        scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
-    )
+
+    def new_builder() -> MultiScaleFeatures:
+        return MultiScaleFeatures(
+            scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
+        )
+
+    builder = new_builder()
     cov_train = covariates.iloc[train] if covariates is not None else None
     cov_test = covariates.iloc[test] if covariates is not None else None
     builder.fit(emb.subset(ids[train]), cov_train)
@@ -436,9 +458,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     tau_test = model.effect(X_test)
     lo_test, hi_test = model.effect_interval(X_test)
     log("fitting the evaluation model on the held-out half (doubly robust scores) ...")
-    builder_eval = MultiScaleFeatures(
-        scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
-    ).fit(emb.subset(ids[test]), cov_test)
+    builder_eval = new_builder().fit(emb.subset(ids[test]), cov_test)
     X_eval = builder_eval.transform(emb.subset(ids[test]), cov_test).X
     eval_model = _make_learner(cfg, part(propensity, test)).fit(
         X_eval, T[test], Y[test], clusters=part(clusters, test), sample_weight=part(weights, test)
@@ -479,9 +499,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
 
     # -- ATE on all analysed units (cross-fitted)
     log("average treatment effect (AIPW, cross-fitted on all analysed units) ...")
-    builder_all = MultiScaleFeatures(
-        scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
-    ).fit(emb, covariates)
+    builder_all = new_builder().fit(emb, covariates)
     X_all = builder_all.transform(emb, covariates).X
     all_model = _make_learner(cfg, propensity).fit(
         X_all, T, Y, clusters=clusters, sample_weight=weights

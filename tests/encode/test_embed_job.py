@@ -1,0 +1,355 @@
+"""The embedding job: exact agreement with direct encoding, resume, DDP, exclusions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn.functional as F
+from encode_toydata import ToyChips
+
+from eocausal.embeddings import Embeddings
+from eocausal.encode import MosaiksEncoder, build_encoder, embed, merge_shards
+from eocausal.errors import EmbeddingsError, InputDataError
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:lightning.*")
+
+
+def _run(ds, enc, out, **kw):
+    kw = {"batch_size": 4, "progress": False, "accelerator": "cpu"} | kw
+    return embed(ds, enc, out, **kw)
+
+
+def _direct(ds, enc, i, scale, size=None):
+    x = ds[i]["chips"][scale].unsqueeze(0)
+    if size is not None:
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+    with torch.no_grad():
+        return enc(x)[0].numpy()
+
+
+class CountingEncoder(torch.nn.Module):
+    """Wraps an encoder and counts the images it encodes."""
+
+    def __init__(self, enc):
+        super().__init__()
+        self.enc = enc
+        self.name, self.in_chans, self.embed_dim = enc.name, enc.in_chans, enc.embed_dim
+        self.input_size, self.weights_sha256 = enc.input_size, enc.weights_sha256
+        self.count = 0
+
+    def forward(self, x):
+        self.count += x.shape[0]
+        return self.enc(x)
+
+
+class FailAfter(L.Callback):
+    """Simulates a crash after ``k`` batches."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx + 1 >= self.k:
+            raise RuntimeError("simulated node failure")
+
+
+def test_embeddings_equal_direct_encoding_and_exclusions_are_recorded(tmp_path):
+    ds = ToyChips(10, exclude={3, 7})
+    enc = MosaiksEncoder(3, n_features=8, seed=1)
+    res = _run(ds, enc, tmp_path)
+    kept = [i for i in range(10) if i not in (3, 7)]
+    assert res.embeddings.unit_ids.tolist() == [ds.unit_ids[i] for i in kept]
+    for scale in ("small", "large"):
+        want = np.stack([_direct(ds, enc, i, scale) for i in kept])
+        np.testing.assert_allclose(res.embeddings.block(scale), want, rtol=1e-6, atol=1e-7)
+    excl = pd.read_csv(tmp_path / "exclusions.csv")
+    assert excl["unit_id"].tolist() == ["gone", "u003", "u007"]
+    assert excl["reason"].iloc[1].startswith("valid fraction 0.000")
+    assert res.exclusions.equals(excl)
+    loaded = Embeddings.load(tmp_path / "embeddings.parquet")
+    np.testing.assert_array_equal(loaded.block("large"), res.embeddings.block("large"))
+    meta = loaded.metadata
+    assert meta["encoder"] == "mosaiks" and meta["weights_sha256"] == enc.weights_sha256
+    assert meta["temporal"] == "mean" and meta["seed"] == 0 and "torch" in meta["versions"]
+    assert json.loads(json.dumps(res.to_dict()))["n_excluded"] == 3
+
+
+def test_vit_chips_resized_to_model_input(tmp_path):
+    ds = ToyChips(5, in_chans=2)
+    enc = build_encoder("test_vit", in_chans=2, random_weights=True, img_size=32)
+    res = _run(ds, enc, tmp_path, batch_size=3)
+    for scale in ("small", "large"):
+        want = np.stack([_direct(ds, enc, i, scale, size=32) for i in range(5)])
+        np.testing.assert_allclose(res.embeddings.block(scale), want, rtol=1e-5, atol=1e-5)
+    assert res.embeddings.block("small").shape == (5, 64)
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
+    ds = ToyChips(12, exclude={5})
+    enc = MosaiksEncoder(3, n_features=8, seed=2)
+    full = _run(ds, enc, tmp_path / "full", batch_size=2)
+
+    out = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated node failure"):
+        _run(ds, enc, out, batch_size=2, shard_batches=1, callbacks=[FailAfter(3)])
+    shards = sorted((out / "shards").glob("*.parquet"))
+    assert len(shards) == 3 and not (out / "embeddings.parquet").exists()
+
+    counting = CountingEncoder(enc)
+    res = _run(ds, counting, out, batch_size=2, shard_batches=1)
+    # items 0-5 (with the excluded item 5) were done; 6 remain, 2 scales each
+    assert counting.count == (12 - 6) * 2
+    for scale in res.embeddings.scales:
+        np.testing.assert_array_equal(res.embeddings.block(scale), full.embeddings.block(scale))
+    np.testing.assert_array_equal(res.embeddings.unit_ids, full.embeddings.unit_ids)
+    assert res.exclusions.equals(full.exclusions)
+    rows = sum(pq.read_table(f).num_rows for f in (out / "shards").glob("*.parquet"))
+    assert rows == 11 * 2 + 1  # exactly one row per (unit, scale) plus one per excluded unit
+
+    # A finished job resumes to a no-op.
+    counting.count = 0
+    again = _run(ds, counting, out, batch_size=2)
+    assert counting.count == 0
+    np.testing.assert_array_equal(again.embeddings.block("small"), full.embeddings.block("small"))
+
+
+def test_resume_refuses_shards_of_another_encoder(tmp_path):
+    ds = ToyChips(6)
+    _run(ds, MosaiksEncoder(3, n_features=8, seed=0), tmp_path)
+    other = MosaiksEncoder(3, n_features=8, seed=1)
+    with pytest.raises(EmbeddingsError, match=r"different \['weights_sha256'\]"):
+        _run(ds, other, tmp_path)
+    res = _run(ds, other, tmp_path, resume=False)
+    want = np.stack([_direct(ds, other, i, "small") for i in range(6)])
+    np.testing.assert_allclose(res.embeddings.block("small"), want, rtol=1e-6, atol=1e-7)
+
+
+def test_duplicate_shards_are_caught_at_merge(tmp_path):
+    ds = ToyChips(4)
+    _run(ds, MosaiksEncoder(3, n_features=4), tmp_path)
+    shard = next((tmp_path / "shards").glob("*.parquet"))
+    (tmp_path / "shards" / ("rank0001-copy-" + shard.name.split("-")[-1])).write_bytes(
+        shard.read_bytes()
+    )
+    with pytest.raises(EmbeddingsError, match="more than one embedding"):
+        merge_shards(tmp_path)
+
+
+def test_temporal_mean_skips_masked_dates_and_concat_keeps_all(tmp_path):
+    ds = ToyChips(4, n_dates=3, scales={"s": 12})
+    enc = MosaiksEncoder(3, n_features=6, seed=0)
+    mean = _run(ds, enc, tmp_path / "mean", temporal="mean").embeddings.block("s")
+    cat = _run(ds, enc, tmp_path / "cat", temporal="concat").embeddings.block("s")
+    assert cat.shape == (4, 18)
+    for i in range(4):
+        with torch.no_grad():
+            per_date = enc(ds.chip(i, "s")).numpy()  # (T, D)
+        np.testing.assert_allclose(cat[i], per_date.ravel(), rtol=1e-6, atol=1e-7)
+        valid = [0, 2] if i % 2 else [0, 1, 2]
+        np.testing.assert_allclose(mean[i], per_date[valid].mean(0), rtol=1e-6, atol=1e-7)
+    with pytest.raises(InputDataError, match="temporal"):
+        _run(ds, enc, tmp_path / "x", temporal="transformer")
+
+
+_DDP_SCRIPT = """
+import sys, numpy as np
+sys.path[:0] = [{repo!r}, {here!r}]
+from encode_toydata import ToyChips
+from eocausal.encode import MosaiksEncoder, embed
+res = embed(ToyChips(11, exclude={{4}}), MosaiksEncoder(3, n_features=8, seed=5), {out!r},
+            batch_size=2, accelerator="cpu", devices={devices}, strategy={strategy!r},
+            progress=False, shard_batches=1)
+"""
+
+
+def _run_script(tmp_path, out, devices, strategy):
+    script = tmp_path / f"ddp_{devices}.py"
+    script.write_text(
+        textwrap.dedent(
+            _DDP_SCRIPT.format(
+                repo=str(REPO), here=str(HERE), out=str(out), devices=devices, strategy=strategy
+            )
+        )
+    )
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_two_process_ddp_on_cpu_equals_one_process(tmp_path):
+    _run_script(tmp_path, tmp_path / "ddp", 2, "ddp")
+    ranks = {p.name[:8] for p in (tmp_path / "ddp" / "shards").glob("*.parquet")}
+    assert ranks == {"rank0000", "rank0001"}
+    ddp = Embeddings.load(tmp_path / "ddp" / "embeddings.parquet")
+    ds = ToyChips(11, exclude={4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = _run(ds, MosaiksEncoder(3, n_features=8, seed=5), tmp_path / "one", batch_size=2)
+    np.testing.assert_array_equal(ddp.unit_ids, one.embeddings.unit_ids)
+    for scale in one.embeddings.scales:
+        np.testing.assert_allclose(
+            ddp.block(scale), one.embeddings.block(scale), rtol=1e-5, atol=1e-7
+        )
+    excl = pd.read_csv(tmp_path / "ddp" / "exclusions.csv")
+    assert excl["unit_id"].tolist() == ["gone", "u004"]
+
+
+def test_end_to_end_from_a_geotiff(tmp_path):
+    """Units -> ChipDataset over a generated GeoTIFF -> embed; a unit off the image is excluded."""
+    import rasterio
+    from affine import Affine
+
+    from eocausal.imagery.chips import ChipDataset, ChipSpec, Scale
+    from eocausal.imagery.sources import RasterSource
+    from eocausal.units import StudyUnits
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(7000, 20000, size=(3, 128, 128)).astype("uint16")
+    x0, y0, res = 500000.0, 100000.0, 30.0
+    path = tmp_path / "scene.tif"
+    profile = {
+        "driver": "GTiff",
+        "height": 128,
+        "width": 128,
+        "count": 3,
+        "dtype": "uint16",
+        "crs": "EPSG:32636",
+        "transform": Affine(res, 0, x0, 0, -res, y0),
+        "tiled": True,
+        "blockxsize": 64,
+        "blockysize": 64,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    cols = [20, 100, 64, 40, 90]
+    rows = [30, 90, 64, 100, 20]
+    frame = pd.DataFrame(
+        {
+            "unit_id": [f"p{i}" for i in range(5)] + ["off"],
+            "x": [x0 + (c + 0.5) * res for c in cols] + [x0 - 50 * res],
+            "y": [y0 - (r + 0.5) * res for r in rows] + [y0 + 50 * res],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        units = StudyUnits.from_frame(frame, lon_col="x", lat_col="y", crs="EPSG:32636")
+        spec = ChipSpec(
+            [Scale("s16", size_px=16, out_px=16), Scale("s32", size_px=32, out_px=16)],
+            recipe="ssl4eo_l_sr_uint8",
+        )
+        ds = ChipDataset(units, RasterSource(path), spec)
+    enc = MosaiksEncoder(3, n_features=16, seed=0, bias=0.0)
+    res_ = _run(ds, enc, tmp_path / "out", batch_size=2, num_workers=1)
+    assert sorted(res_.embeddings.unit_ids) == [f"p{i}" for i in range(5)]
+    assert res_.exclusions["unit_id"].tolist() == ["off"]
+    idx = {u: i for i, u in enumerate(ds.unit_ids)}
+    for u, row in zip(res_.embeddings.unit_ids, res_.embeddings.block("s32"), strict=True):
+        np.testing.assert_allclose(row, _direct(ds, enc, idx[u], "s32"), rtol=1e-6, atol=1e-7)
+    # exact pixels: the 16 px chip of p0 is the window centred on its pixel, scaled by the recipe
+    item = ds[idx["p0"]]
+    window = data[:, 30 - 8 : 30 + 8, 20 - 8 : 20 + 8].astype(np.float64) * 0.0000275 - 0.2
+    want = np.floor(np.clip(window / 0.3, 0, 1) * 255 + 1e-6) / 255
+    np.testing.assert_allclose(item["chips"]["s16"].numpy(), want, atol=1e-6)
+    assert res_.embeddings.metadata["chip_spec"]["recipe"] == "ssl4eo_l_sr_uint8"
+
+
+@pytest.mark.shared_data
+def test_uganda_precut_chips_embed_exactly(uganda_dir, tmp_path):
+    """Real pre-cut chips: each unit's embedding is the encoding of its image_key's chip."""
+    from eocausal.imagery.chips import ChipDataset, ChipSpec, Scale
+    from eocausal.imagery.sources import PrecutChipSource
+    from eocausal.units import StudyUnits
+
+    frame = pd.read_csv(uganda_dir / "units.csv").head(40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        units = StudyUnits.from_frame(
+            frame, treatment_col="treated", outcome_col="outcome", image_key_col="image_key"
+        )
+        source = PrecutChipSource.from_npz(uganda_dir / "images.npz")
+        ds = ChipDataset(units, source, ChipSpec([Scale("full", size_px=35, out_px=35)]))
+    enc = MosaiksEncoder(3, n_features=32, seed=0, bias=10.0)
+    res = _run(ds, enc, tmp_path, batch_size=16)
+    assert len(res.embeddings.unit_ids) + len(res.exclusions) == 40
+    with np.load(uganda_dir / "images.npz") as npz:
+        chip_of = dict(zip(npz["image_keys"].tolist(), npz["images"], strict=True))
+    keys = frame.set_index(frame["unit_id"].astype(str))["image_key"]
+    block = res.embeddings.block("full")
+    for u, row in zip(res.embeddings.unit_ids, block, strict=True):
+        x = torch.tensor(chip_of[int(keys[u])], dtype=torch.float32).unsqueeze(0)
+        with torch.no_grad():
+            np.testing.assert_allclose(row, enc(x)[0].numpy(), rtol=1e-5, atol=1e-4)
+    assert np.abs(block).sum() > 0
+
+
+_KILL_SCRIPT = """
+import sys
+sys.path[:0] = [{repo!r}, {here!r}]
+from encode_toydata import SlowEncoder, ToyChips
+from eocausal.encode import MosaiksEncoder, embed
+embed(ToyChips(30, exclude={{7}}), SlowEncoder(MosaiksEncoder(3, n_features=8, seed=9)), {out!r},
+      batch_size=2, accelerator="cpu", progress=False, shard_batches=1)
+"""
+
+
+def test_sigkilled_job_resumes_without_duplicates(tmp_path):
+    import time
+
+    out = tmp_path / "killed"
+    script = tmp_path / "kill_me.py"
+    script.write_text(_KILL_SCRIPT.format(repo=str(REPO), here=str(HERE), out=str(out)))
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while len(list((out / "shards").glob("rank*.parquet"))) < 3:
+            assert proc.poll() is None, "the job ended before it could be killed"
+            assert time.monotonic() < deadline, "no shards appeared"
+            time.sleep(0.05)
+    finally:
+        proc.kill()  # SIGKILL: no clean-up code runs
+        proc.wait()
+    n_shards = len(list((out / "shards").glob("rank*.parquet")))
+    assert 3 <= n_shards < 15 and not (out / "embeddings.parquet").exists()
+
+    ds = ToyChips(30, exclude={7})
+    enc = MosaiksEncoder(3, n_features=8, seed=9)
+    counting = CountingEncoder(enc)
+    res = _run(ds, counting, out, batch_size=2, shard_batches=1)
+    assert counting.count < 29 * 2  # the finished shards were skipped
+    full = _run(ds, enc, tmp_path / "full", batch_size=2)
+    np.testing.assert_array_equal(res.embeddings.unit_ids, full.embeddings.unit_ids)
+    for scale in full.embeddings.scales:
+        np.testing.assert_array_equal(res.embeddings.block(scale), full.embeddings.block(scale))
+    assert res.exclusions["unit_id"].tolist() == ["gone", "u007"]
