@@ -180,7 +180,10 @@ class MosaiksEncoder(nn.Module):
                 f"Chips of {x.shape[-2]}x{x.shape[-1]} px are smaller than the "
                 f"{self.kernel_size}x{self.kernel_size} filters."
             )
-        z = F.conv2d(x, self.weight.to(x.dtype), bias=self.offset.to(x.dtype))
-        pos = F.relu(z - self.bias).mean(dim=(2, 3))
-        neg = F.relu(-z - self.bias).mean(dim=(2, 3))
-        return torch.cat([pos, neg], dim=1)
+        # one convolution with filters (f, -f) and offsets (o - b, -o - b) gives both signs;
+        # the rectifier then runs in place: a third of the memory traffic of z, z - b, -z - b
+        weight = self.weight.to(x.dtype)
+        offset = self.offset.to(x.dtype)
+        weight = torch.cat([weight, -weight])
+        offset = torch.cat([offset - self.bias, -offset - self.bias])
+        return F.conv2d(x, weight, bias=offset).relu_().mean(dim=(2, 3))
