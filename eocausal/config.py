@@ -167,13 +167,32 @@ class EvaluateConfig(_Strict):
 
 
 class DebiasConfig(_Strict):
-    """Correction of a predicted (ML-mapped) outcome with a labelled calibration set."""
+    """Correction of a predicted (ML-mapped) outcome with a labelled calibration set.
+
+    The study's outcome column is replaced by ``predicted_col``; the corrected
+    outcome flows into the ATE and CATE estimates, and the report shows the naive
+    and corrected ATE side by side (plus PPI when some study units carry a fresh
+    label in ``fresh_label_col``).
+    """
 
     predicted_col: str
     calibration: Path
     calibration_predicted_col: str = "predicted"
     calibration_truth_col: str = "truth"
     method: Literal["auto", "linear", "tweedie", "none"] = "auto"
+    sigma_source: Literal["calibration", "validation_residuals"] = "calibration"
+    residuals_col: str | None = None
+    density_source: Literal["target_predictions", "calibration_predictions"] = "target_predictions"
+    fresh_label_col: str | None = None
+
+    @model_validator(mode="after")
+    def _residuals(self) -> DebiasConfig:
+        if (self.sigma_source == "validation_residuals") != (self.residuals_col is not None):
+            raise ValueError(
+                "`sigma_source: validation_residuals` needs `residuals_col` (a column of the "
+                "calibration file), and `residuals_col` is used only with it"
+            )
+        return self
 
 
 class MapConfig(_Strict):

@@ -412,21 +412,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     debias_result = None
     naive_Y = None
     if cfg.debias is not None:
-        from eocausal.debias import debias_outcome
-
-        d = cfg.debias
-        calib = pd.read_csv(d.calibration)
-        for col in (d.calibration_predicted_col, d.calibration_truth_col):
-            if col not in calib.columns:
-                raise ConfigError(f"config field `debias`: column {col!r} is not in {d.calibration}")
-        debias_result = debias_outcome(
-            Y,
-            calibration_predicted=calib[d.calibration_predicted_col].to_numpy(float),
-            calibration_truth=calib[d.calibration_truth_col].to_numpy(float),
-            method=d.method,
-        )
-        naive_Y, Y = Y, np.asarray(debias_result.corrected, dtype=float)
-        log(f"debias: predicted outcome corrected with {debias_result.method}")
+        debias_result, naive_Y, Y = _debias(cfg, study, ids, T, Y, propensity, log)
 
     # -- honest split, features fitted on the training half only
     # the same seed derivation as compare_scales, so the all-scales row there is this model
@@ -520,18 +506,18 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         ate_rows.append({"method": "truth (mean of tau_true)", "estimate": float(np.mean(tau_true))})
     debias_block = None
     if debias_result is not None and naive_Y is not None:
-        naive = aipw_ate(
-            naive_Y, T, all_model.propensity_oof_, outcome_hat=all_model.outcome_oof_,
-            effect=all_model.effect_oof_, clusters=clusters, sample_weight=weights,
-        ).to_dict()
-        debias_block = {
-            "method": debias_result.method,
-            "rows": [
-                {"outcome": "naive (predicted)", **_ci_row(naive)},
-                {"outcome": f"corrected ({debias_result.method})", **_ci_row(ate.to_dict())},
-            ],
-            "diagnostics": debias_result.to_dict(),
-        }
+        # naive and corrected outcomes through the same estimator (Hajek IPW), side by side;
+        # the corrected SE includes a bootstrap of the calibration set
+        side = debias_result["side_by_side"]
+        rows = [
+            {"outcome": "naive (predicted), IPW", "estimate": side["naive"], "std_err": side["naive_se"]},
+            {"outcome": f"corrected ({debias_result['method']}), IPW", "estimate": side["corrected"],
+             "std_err": side["corrected_se"], "ci_lower": side["ci_lower"], "ci_upper": side["ci_upper"]},
+            {"outcome": f"corrected ({debias_result['method']}), AIPW", **_ci_row(ate.to_dict())},
+        ]
+        if debias_result.get("ppi") is not None:
+            rows.append({"outcome": "PPI++ (fresh labels)", **_ci_row(debias_result["ppi"])})
+        debias_block = {"method": debias_result["method"], "rows": rows, **debias_result}
     calib = calibration_test(
         Y[test],
         T[test],
@@ -679,6 +665,48 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
 
 
 # --------------------------------------------------------------------------- pieces
+def _debias(cfg: RunConfig, study: PreparedStudy, ids: np.ndarray, T: np.ndarray, Y: np.ndarray,
+            propensity: Any, log: Log) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Correct the predicted outcome ``Y``; returns (diagnostics, naive Y, corrected Y)."""
+    from eocausal.debias import TweedieCorrection, debias_outcome, debiased_ate, ppi_ate
+
+    d = cfg.debias
+    calib = pd.read_csv(d.calibration)
+    needed = [d.calibration_predicted_col, d.calibration_truth_col] + ([d.residuals_col] if d.residuals_col else [])
+    missing = [c for c in needed if c not in calib.columns]
+    if missing:
+        raise ConfigError(f"config field `debias`: columns {missing} are not in {d.calibration}")
+    result = debias_outcome(
+        Y,
+        calibration_predicted=calib[d.calibration_predicted_col].to_numpy(float),
+        calibration_truth=calib[d.calibration_truth_col].to_numpy(float),
+        method=d.method,
+        tweedie=TweedieCorrection(sigma_source=d.sigma_source, density_source=d.density_source),
+        residuals=calib[d.residuals_col].dropna().to_numpy(float) if d.residuals_col else None,
+        seed=cfg.seed,
+    )
+    log(f"debias: predicted outcome corrected with {result.method}")
+    side = debiased_ate(
+        Y,
+        T,
+        calibration_predicted=calib[d.calibration_predicted_col].to_numpy(float),
+        calibration_truth=calib[d.calibration_truth_col].to_numpy(float),
+        propensity=propensity,
+        method=result.method,
+        tweedie=TweedieCorrection(sigma_source=d.sigma_source, density_source=d.density_source),
+        residuals=calib[d.residuals_col].dropna().to_numpy(float) if d.residuals_col else None,
+        n_bootstrap=cfg.evaluate.n_bootstrap,
+        seed=cfg.seed,
+    )
+    out = {"method": result.method, "diagnostics": result.to_dict(), "side_by_side": side.to_dict()}
+    if d.fresh_label_col is not None:
+        if d.fresh_label_col not in study.table.columns:
+            raise ConfigError(f"config field `debias.fresh_label_col`: column {d.fresh_label_col!r} is not in the units file")
+        fresh = pd.to_numeric(study.table.loc[ids, d.fresh_label_col], errors="coerce").to_numpy(float)
+        out["ppi"] = ppi_ate(Y, T, fresh, propensity=propensity).to_dict()
+    return out, Y, np.asarray(result.corrected, dtype=float)
+
+
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:
     """Exclusion counts by kind of reason (numbers and scale names stripped from the text)."""
     kinds = reasons.astype(str).str.split(";").str[0].str.replace(r"(?<![\w.])[-+]?\d[\d.]*", "#", regex=True)
