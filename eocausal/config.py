@@ -35,6 +35,7 @@ __all__ = [
     "EstimateConfig",
     "EvaluateConfig",
     "DebiasConfig",
+    "ImageTypesConfig",
     "MapConfig",
     "load_config",
     "parse_config",
@@ -195,6 +196,16 @@ class DebiasConfig(_Strict):
         return self
 
 
+class ImageTypesConfig(_Strict):
+    """The image-type heterogeneity model (causalimages-style), fitted on one scale's embeddings."""
+
+    enabled: bool = False
+    scale: str | None = None
+    n_types: Annotated[int, Field(ge=2, le=10)] = 2
+    epochs: Annotated[int, Field(ge=1)] = 150
+    hidden: Annotated[int, Field(ge=2)] = 32
+
+
 class MapConfig(_Strict):
     """A grid of CATE predictions over the imagery, written as a GeoTIFF."""
 
@@ -214,6 +225,7 @@ class RunConfig(_Strict):
     estimate: EstimateConfig = Field(default_factory=EstimateConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     debias: DebiasConfig | None = None
+    image_types: ImageTypesConfig = Field(default_factory=ImageTypesConfig)
     map: MapConfig = Field(default_factory=MapConfig)
 
     @model_validator(mode="after")
@@ -227,6 +239,9 @@ class RunConfig(_Strict):
             raise ValueError("`imagery.source: precut` needs `imagery.precut` (an .npz file)")
         if self.imagery.source in ("raster", "stac") and not simulated and not self.imagery.paths:
             raise ValueError(f"`imagery.source: {self.imagery.source}` needs `imagery.paths`")
+        known_scales = {s.name for s in self.imagery.scales}
+        if self.image_types.scale is not None and self.image_types.scale not in known_scales:
+            raise ValueError(f"image_types.scale {self.image_types.scale!r} is not a scale; known: {sorted(known_scales)}")
         if self.features.scales is not None:
             known = {s.name for s in self.imagery.scales}
             unknown = [s for s in self.features.scales if s not in known]

@@ -529,6 +529,26 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     )
     timings["ate"] = time.perf_counter() - t0 - sum(timings.values())
 
+    image_types_block = None
+    if cfg.image_types.enabled:
+        from eocausal.image_types import ImageTypeModel
+
+        it = cfg.image_types
+        scale = it.scale or emb.scales[0]
+        log(f"image-type heterogeneity model on the {scale} embeddings ...")
+        types = ImageTypeModel(
+            n_types=it.n_types, hidden=it.hidden, epochs=it.epochs, random_state=cfg.seed
+        ).fit(
+            emb.block(scale),
+            T,
+            Y,
+            covariates=covariates.to_numpy(float) if covariates is not None else None,
+            sample_weight=weights,
+            unit_ids=ids,
+        )
+        image_types_block = {"scale": scale, **types.result().to_dict()}
+        timings["image_types"] = time.perf_counter() - t0 - sum(timings.values())
+
     # -- per-unit CATE: held-out units out-of-sample, training units out-of-bag
     tau_hat = np.empty(len(ids))
     tau_hat[test] = tau_test
@@ -640,6 +660,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         "cate": cate_block,
         "calibration": _calibration_rows(calib.to_dict()),
         "debias": debias_block,
+        "image_types": image_types_block,
         "exclusions": {
             "n": int(len(exclusions)),
             "file": "exclusions.csv",

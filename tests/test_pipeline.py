@@ -106,7 +106,11 @@ def test_predicted_outcome_is_debiased_end_to_end(tmp_path):
                       "method": "linear"}
     data["map"]["enabled"] = False
     data["evaluate"]["compare_scales"] = False
+    data["image_types"] = {"enabled": True, "scale": "1km", "epochs": 20}
     res = run_pipeline(parse_config(data), progress=False).results
+    types = res["image_types"]
+    assert types["scale"] == "1km" and len(types["type_effects"]) == 2
+    assert types["type_effects"][0]["mean"] <= types["type_effects"][1]["mean"]
     rows = {r["outcome"].split(",")[0]: r for r in res["debias"]["rows"]}
     naive, corrected = rows["naive (predicted)"], rows["corrected (linear)"]
     true_ate = float(units["tau_true"].mean())

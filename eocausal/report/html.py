@@ -170,6 +170,19 @@ def render_report(
         rows = [{"name": k, "value": v} for k, v in cate.items() if not isinstance(v, dict | list)]
         parts.append(_table(rows, [("name", "quantity"), ("value", "value")]))
 
+    types = results.get("image_types")
+    if types:
+        parts.append("<h2>Image types (causalimages-style model)</h2>")
+        parts.append(
+            f'<p class="note">{_fmt(types.get("n_types"))} image types learned from the '
+            f"{html.escape(str(types.get('scale')))} embeddings of all analysed units; implied ATE "
+            f"{_fmt(types.get('ate'))}. Descriptive: fitted on the same units it describes.</p>"
+        )
+        parts.append(
+            _table(types.get("type_effects", []),
+                   [("type", "type"), ("mean", "effect (mean)"), ("sd", "effect (sd)"), ("share", "share")])
+        )
+
     calib = results.get("calibration")
     if calib:
         parts.append("<h2>Calibration test (held-out half)</h2>")
