@@ -153,7 +153,7 @@ class EstimateConfig(_Strict):
 
     learner: Literal["causal_forest", "dr_learner", "t_learner"] = "causal_forest"
     n_estimators: Annotated[int, Field(ge=4)] = 400
-    min_samples_leaf: Annotated[int, Field(ge=1)] = 5
+    min_samples_leaf: Annotated[int, Field(ge=1)] = 10
     n_folds: Annotated[int, Field(ge=2)] = 3
 
 

@@ -738,7 +738,7 @@ def _reason_counts(reasons: pd.Series) -> dict[str, int]:
 def _ci_row(d: dict[str, Any]) -> dict[str, Any]:
     return {
         "estimate": d.get("estimate"),
-        "std_err": d.get("std_err", d.get("std_error")),
+        "std_err": d.get("std_err", d.get("std_err")),
         "ci_lower": d.get("ci_lower"),
         "ci_upper": d.get("ci_upper"),
     }

@@ -159,7 +159,7 @@ def render_report(
         gain = rate.get("multiscale_gain")
         if gain:
             parts.append(
-                f'<p class="note">Multi-scale gain ({html.escape(str(gain.get("best_combination")))} '
+                f'<p class="note">Multi-scale gain ({html.escape(str(gain.get("best_multi")))} '
                 f"vs {html.escape(str(gain.get('best_single')))}): {_fmt(gain.get('estimate'))} "
                 f"(SE {_fmt(gain.get('std_err'))}).</p>"
             )

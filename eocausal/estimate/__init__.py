@@ -1,0 +1,58 @@
+"""Effect estimation: CATE learners, average effects with cluster-robust inference, TWFE panels.
+
+Never imports torch. Folds and splits come from :mod:`eocausal.estimate.splitting`
+only; input checks live in :mod:`eocausal.estimate.validation`.
+
+References
+----------
+Athey, Tibshirani, Wager (2019), "Generalized random forests", Annals of Statistics.
+Chernozhukov et al. (2018), "Double/debiased machine learning".
+Kennedy (2023), "Towards optimal doubly robust estimation of heterogeneous causal effects".
+"""
+
+from eocausal.estimate.ate import (
+    ATEResult,
+    IPWResult,
+    OverlapDiagnostics,
+    aipw_ate,
+    cluster_robust_se,
+    dr_scores,
+    hajek_ipw_ate,
+    overlap_diagnostics,
+)
+from eocausal.estimate.cate import CausalForest, DRLearner, TLearner, default_mtry, grf_mtry
+from eocausal.estimate.nuisance import (
+    crossfit_arm_outcomes,
+    crossfit_outcome,
+    default_outcome_model,
+    estimate_propensity,
+)
+from eocausal.estimate.panel import PanelResult, twfe
+from eocausal.estimate.splitting import fold_splits, make_folds, split_units
+from eocausal.estimate.validation import check_treatment_outcome
+
+__all__ = [
+    "ATEResult",
+    "CausalForest",
+    "DRLearner",
+    "IPWResult",
+    "OverlapDiagnostics",
+    "PanelResult",
+    "TLearner",
+    "aipw_ate",
+    "check_treatment_outcome",
+    "cluster_robust_se",
+    "crossfit_arm_outcomes",
+    "crossfit_outcome",
+    "default_mtry",
+    "default_outcome_model",
+    "dr_scores",
+    "estimate_propensity",
+    "fold_splits",
+    "grf_mtry",
+    "hajek_ipw_ate",
+    "make_folds",
+    "overlap_diagnostics",
+    "split_units",
+    "twfe",
+]

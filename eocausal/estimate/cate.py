@@ -1,0 +1,537 @@
+"""CATE learners: causal forest, DR learner and T-learner, all on econml's honest forests.
+
+All three share one contract (scikit-learn style):
+
+- ``fit(X, T, Y, *, clusters=None, sample_weight=None) -> self``;
+- ``effect(X)`` -> τ̂(x) of shape (n,); ``effect_interval(X, alpha)`` -> (lower, upper);
+- ``ate(target="all", alpha=0.05)`` -> :class:`~eocausal.estimate.ate.ATEResult` (AIPW on
+  the training units, cluster-robust);
+- after ``fit``, out-of-fold arrays for every training unit: ``effect_oof_`` (τ̂),
+  ``outcome_oof_`` (m̂ = E[Y|X]), ``propensity_oof_`` (ê) and ``dr_scores_`` (Γ),
+  none of which used unit i's own outcome in the model that predicts it.
+
+Nuisances are cross-fitted on folds from :mod:`eocausal.estimate.splitting`
+(clusters kept in one fold, stratified by treatment); ``propensity`` may be a
+known float or per-unit array (RCTs), which replaces the propensity model.
+
+References
+----------
+Wager & Athey (2018); Athey, Tibshirani, Wager (2019), "Generalized random
+forests"; Kennedy (2023), "Towards optimal doubly robust estimation of
+heterogeneous causal effects"; Künzel et al. (2019), meta-learners; econml
+``CausalForestDML`` and ``econml.grf``.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+from econml.grf import CausalForest as _GRFCausalForest
+from econml.grf import RegressionForest as _GRFRegressionForest
+from scipy import stats
+from sklearn.base import BaseEstimator
+
+from eocausal.errors import EstimationError, InputDataError, NotFittedError
+from eocausal.estimate.ate import ATEResult, aipw_ate, dr_scores, overlap_diagnostics
+from eocausal.estimate.nuisance import (
+    crossfit_arm_outcomes,
+    crossfit_outcome,
+    resolve_propensity,
+)
+from eocausal.estimate.splitting import make_folds
+from eocausal.estimate.validation import check_features, check_treatment_outcome
+
+__all__ = ["CausalForest", "DRLearner", "TLearner", "default_mtry", "grf_mtry"]
+
+_FULL_SEARCH_UP_TO = 64
+
+
+def grf_mtry(p: int) -> int:
+    """grf's default number of features tried per split: ``min(ceil(sqrt(p) + 20), p)``."""
+    return int(min(math.ceil(math.sqrt(p) + 20), p))
+
+
+def default_mtry(p: int) -> int:
+    """eocausal's default features per split: ``min(p, max(64, grf_mtry(p)))``.
+
+    All features up to p = 64, then a fixed budget of 64 (or grf's
+    ``sqrt(p) + 20`` once that is larger, p > ~1,900). On the METHODS.md
+    section 3 problem (p = 64, two effect modifiers) grf's mtry of 28 gave a
+    held-out MSE(τ) of 0.113 and searching all 64 features 0.087 with the same
+    nuisances, so sparse effect modifiers favour a wide search; beyond 64 the
+    cost per split stays bounded for 384-1,024-wide embeddings.
+    """
+    return int(min(p, max(_FULL_SEARCH_UP_TO, grf_mtry(p))))
+
+
+def _resolve_max_features(max_features, p: int):
+    if max_features == "auto":
+        return default_mtry(p)
+    if max_features == "grf":
+        return grf_mtry(p)
+    return max_features
+
+
+class _CATELearner(BaseEstimator):
+    """Shared fit / ate / out-of-fold plumbing; subclasses fit the effect model."""
+
+    def _check_params(self) -> None:
+        if not isinstance(self.n_folds, Integral) or self.n_folds < 2:
+            raise InputDataError(
+                f"The 'n_folds' parameter of {type(self).__name__} must be an int >= 2. "
+                f"Got {self.n_folds!r} instead."
+            )
+        n_est = getattr(self, "n_estimators", None)
+        sub = getattr(self, "subforest_size", 4)
+        if n_est is not None and (not isinstance(n_est, Integral) or n_est < sub or n_est % sub):
+            raise InputDataError(
+                f"The 'n_estimators' parameter of {type(self).__name__} must be a positive multiple of "
+                f"subforest_size={sub} (econml's little-bags inference). Got {n_est!r} instead."
+            )
+
+    def fit(self, X, T, Y, *, clusters=None, sample_weight=None):
+        """Fit nuisances by cross-fitting, then the effect model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, p)
+            Features (e.g. :attr:`eocausal.features.Features.X`).
+        T : array-like of shape (n,)
+            Binary treatment (0/1).
+        Y : array-like of shape (n,)
+            Outcome.
+        clusters : array-like of shape (n,), default=None
+            Cluster labels: kept together in cross-fitting folds and used for the
+            cluster-robust SE of :meth:`ate`.
+        sample_weight : array-like of shape (n,), default=None
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        data = check_treatment_outcome(
+            T, Y, X=X, clusters=clusters, sample_weight=sample_weight, min_per_arm=self.n_folds
+        )
+        if data.X is None:
+            raise InputDataError("`X` is required.")
+        X, T, Y, clusters, w = data.X, data.T, data.Y, data.clusters, data.sample_weight
+        n = len(T)
+        self.n_features_in_ = X.shape[1]
+        self.folds_ = make_folds(
+            n, self.n_folds, clusters=clusters, stratify=T, seed=self.random_state
+        )
+        e = resolve_propensity(
+            self.propensity,
+            X,
+            T,
+            n_folds=self.n_folds,
+            clusters=clusters,
+            sample_weight=w,
+            seed=self.random_state,
+            n_jobs=self.n_jobs,
+        )
+        self.overlap_ = overlap_diagnostics(e, T, warn=True)
+        tau, m = self._fit_effect(X, T, Y, e, w)
+        if not (np.isfinite(tau).all() and np.isfinite(m).all()):
+            raise EstimationError(
+                "Out-of-fold predictions are not finite for some units; increase `n_estimators`."
+            )
+        self.propensity_oof_ = e
+        self.effect_oof_ = tau
+        self.outcome_oof_ = m
+        self.dr_scores_ = dr_scores(Y, T, e, m, tau)
+        self.treatment_ = T
+        self.outcome_ = Y
+        self.clusters_ = clusters
+        self.sample_weight_ = w
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "dr_scores_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    def _check_X(self, X) -> np.ndarray:
+        self._check_fitted()
+        X = check_features(X)
+        if X.shape[1] != self.n_features_in_:
+            raise InputDataError(
+                f"`X` has {X.shape[1]} features but {type(self).__name__} was fitted with "
+                f"{self.n_features_in_}; build X with the same fitted feature transform."
+            )
+        return X
+
+    def ate(self, target: str = "all", alpha: float = 0.05) -> ATEResult:
+        """AIPW average effect on the training units from the out-of-fold nuisances.
+
+        Parameters
+        ----------
+        target : {"all", "treated", "control", "overlap"}, default="all"
+        alpha : float, default=0.05
+
+        Returns
+        -------
+        ATEResult
+            Cluster-robust when ``clusters`` were given to ``fit``.
+        """
+        self._check_fitted()
+        return aipw_ate(
+            self.outcome_,
+            self.treatment_,
+            self.propensity_oof_,
+            outcome_hat=self.outcome_oof_,
+            effect=self.effect_oof_,
+            target=target,
+            clusters=self.clusters_,
+            sample_weight=self.sample_weight_,
+            alpha=alpha,
+            warn_overlap=False,
+        )
+
+
+class CausalForest(_CATELearner):
+    """Causal forest (R-learner with an honest generalized random forest).
+
+    Cross-fits m̂ = E[Y|X] (a fixed fast gradient-boosting regressor, no model
+    search) and ê (cross-validated ridge logistic, or the known propensity),
+    then fits econml's honest ``econml.grf.CausalForest`` (the final stage of
+    ``CausalForestDML``) on the residuals, searching
+    :func:`default_mtry` features per split (all of them up to p = 64).
+
+    Parameters
+    ----------
+    n_estimators : int, default=200
+        Trees; a multiple of ``subforest_size``.
+    max_features : "auto", "grf", int, float or None, default="auto"
+        Features tried per split: ``"auto"`` is :func:`default_mtry`
+        (``min(p, max(64, sqrt(p) + 20))``), ``"grf"`` is grf's
+        ``min(ceil(sqrt(p) + 20), p)``; ints and floats as in scikit-learn.
+    min_samples_leaf : int, default=10
+        Fewest units per leaf (econml and grf use 5; 10 was as accurate or better
+        and faster on the METHODS.md section 3 problem, see docs/bench/cate.md).
+    max_depth : int, default=None
+    max_samples : float, default=0.45
+        Share of units drawn (without replacement) per tree.
+    min_balancedness_tol : float, default=0.45
+    honest : bool, default=True
+    subforest_size : int, default=4
+        Trees per little bag (inference).
+    outcome_model : scikit-learn regressor, default=None
+        Model for m̂; ``None`` uses :func:`~eocausal.estimate.nuisance.default_outcome_model`.
+    propensity : float or array-like of shape (n,), default=None
+        Known assignment probability (RCT); ``None`` estimates ê.
+    n_folds : int, default=5
+        Cross-fitting folds.
+    n_jobs : int, default=-1
+    random_state : int, default=None
+
+    Attributes
+    ----------
+    forest_ : econml.grf.CausalForest
+    effect_oof_ : ndarray of shape (n,)
+        Out-of-bag τ̂ for every training unit.
+    outcome_oof_, propensity_oof_, dr_scores_ : ndarray of shape (n,)
+    folds_ : ndarray of shape (n,)
+    overlap_ : OverlapDiagnostics
+
+    Notes
+    -----
+    The forest solves, locally around x,
+
+    .. math:: E\\big[(\\tilde Y - \\tau(x)\\tilde W - \\beta(x))(\\tilde W; 1) \\mid X = x\\big] = 0,
+              \\quad \\tilde Y = Y - \\hat m(X),\\ \\tilde W = W - \\hat e(X).
+
+    Intervals come from econml's bootstrap-of-little-bags variance. Clusters
+    keep cross-fitting folds and ATE standard errors honest; the forest's own
+    subsampling does not group clusters (econml offers no such option), so
+    pointwise CATE intervals treat units as independent.
+
+    WARNING: ``effect_oof_`` is out-of-bag; ``effect(X_train)`` is not, and
+    must not be used to build scores or priorities on the training units.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(400, 3)); T = rng.integers(0, 2, 400)
+    >>> Y = X[:, 0] * T + rng.normal(size=400)
+    >>> cf = CausalForest(n_estimators=40, propensity=0.5, random_state=0).fit(X, T, Y)
+    >>> cf.effect(X[:2]).shape
+    (2,)
+    """
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 200,
+        max_features="auto",
+        min_samples_leaf: int = 10,
+        max_depth: int | None = None,
+        max_samples: float = 0.45,
+        min_balancedness_tol: float = 0.45,
+        honest: bool = True,
+        subforest_size: int = 4,
+        outcome_model=None,
+        propensity=None,
+        n_folds: int = 5,
+        n_jobs: int = -1,
+        random_state: int | None = None,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.max_depth = max_depth
+        self.max_samples = max_samples
+        self.min_balancedness_tol = min_balancedness_tol
+        self.honest = honest
+        self.subforest_size = subforest_size
+        self.outcome_model = outcome_model
+        self.propensity = propensity
+        self.n_folds = n_folds
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit_effect(self, X, T, Y, e, w):
+        m = crossfit_outcome(
+            X,
+            Y,
+            self.folds_,
+            model=self.outcome_model,
+            sample_weight=w,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
+        self.forest_ = _GRFCausalForest(
+            n_estimators=self.n_estimators,
+            max_features=_resolve_max_features(self.max_features, X.shape[1]),
+            min_samples_leaf=self.min_samples_leaf,
+            max_depth=self.max_depth,
+            max_samples=self.max_samples,
+            min_balancedness_tol=self.min_balancedness_tol,
+            honest=self.honest,
+            inference=True,
+            fit_intercept=True,
+            subforest_size=self.subforest_size,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
+        self.forest_.fit(X, (T - e)[:, None], (Y - m)[:, None], sample_weight=w)
+        tau = self.forest_.oob_predict(X)[:, 0]
+        return tau, m
+
+    def effect(self, X) -> np.ndarray:
+        """τ̂(x) for new units; shape (n,)."""
+        X = self._check_X(X)
+        return self.forest_.predict(X)[:, 0]
+
+    def effect_interval(self, X, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise (1 − alpha) intervals for τ(x); each of shape (n,)."""
+        X = self._check_X(X)
+        lower, upper = self.forest_.predict_interval(X, alpha=alpha)
+        return lower[:, 0], upper[:, 0]
+
+
+def _regression_forest(learner, p: int, random_state):
+    return _GRFRegressionForest(
+        n_estimators=learner.n_estimators,
+        max_features=_resolve_max_features(learner.max_features, p),
+        min_samples_leaf=learner.min_samples_leaf,
+        max_samples=learner.max_samples,
+        honest=True,
+        inference=True,
+        subforest_size=learner.subforest_size,
+        n_jobs=learner.n_jobs,
+        random_state=random_state,
+    )
+
+
+def _normal_interval(point, var, alpha):
+    z = stats.norm.ppf(1 - alpha / 2)
+    sd = np.sqrt(np.maximum(var, 0.0))
+    return point - z * sd, point + z * sd
+
+
+class DRLearner(_CATELearner):
+    """Doubly robust learner: an honest regression forest on cross-fitted AIPW pseudo-outcomes.
+
+    Parameters
+    ----------
+    n_estimators : int, default=200
+        Trees of the final forest (a multiple of ``subforest_size``).
+    max_features : "auto", "grf", int, float or None, default="auto"
+    min_samples_leaf : int, default=5
+    max_samples : float, default=0.45
+    subforest_size : int, default=4
+    outcome_model : scikit-learn regressor, default=None
+        Arm regressions μ̂₀, μ̂₁ (cloned per fold and arm).
+    propensity : float or array-like of shape (n,), default=None
+    clip : float, default=0.01
+        ê is clipped to ``[clip, 1 − clip]`` inside the pseudo-outcomes only.
+    n_folds : int, default=5
+    n_jobs : int, default=-1
+    random_state : int, default=None
+
+    Attributes
+    ----------
+    forest_ : econml.grf.RegressionForest
+    pseudo_outcomes_ : ndarray of shape (n,)
+    mu0_oof_, mu1_oof_ : ndarray of shape (n,)
+    effect_oof_, outcome_oof_, propensity_oof_, dr_scores_ : ndarray of shape (n,)
+
+    Notes
+    -----
+    .. math:: \\varphi_i = \\hat\\mu_1 - \\hat\\mu_0 + \\frac{W_i (Y_i - \\hat\\mu_1)}{\\hat e}
+              - \\frac{(1 - W_i)(Y_i - \\hat\\mu_0)}{1 - \\hat e},\\qquad
+              \\hat\\tau(x) = \\hat E[\\varphi \\mid X = x]
+
+    with out-of-fold μ̂ and ê (Kennedy 2023). ``effect_oof_`` is the forest's
+    out-of-bag prediction; ``outcome_oof_`` is m̂ = ê μ̂₁ + (1 − ê) μ̂₀.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 200,
+        max_features="auto",
+        min_samples_leaf: int = 5,
+        max_samples: float = 0.45,
+        subforest_size: int = 4,
+        outcome_model=None,
+        propensity=None,
+        clip: float = 0.01,
+        n_folds: int = 5,
+        n_jobs: int = -1,
+        random_state: int | None = None,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.max_samples = max_samples
+        self.subforest_size = subforest_size
+        self.outcome_model = outcome_model
+        self.propensity = propensity
+        self.clip = clip
+        self.n_folds = n_folds
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit_effect(self, X, T, Y, e, w):
+        if not isinstance(self.clip, Real) or not 0.0 <= self.clip < 0.5:
+            raise InputDataError(
+                f"The 'clip' parameter of DRLearner must be in [0, 0.5). Got {self.clip!r}."
+            )
+        mu0, mu1 = crossfit_arm_outcomes(
+            X,
+            T,
+            Y,
+            self.folds_,
+            model=self.outcome_model,
+            sample_weight=w,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
+        ec = np.clip(e, self.clip, 1 - self.clip)
+        phi = mu1 - mu0 + T * (Y - mu1) / ec - (1 - T) * (Y - mu0) / (1 - ec)
+        self.forest_ = _regression_forest(self, X.shape[1], self.random_state)
+        self.forest_.fit(X, phi, sample_weight=w)
+        self.mu0_oof_, self.mu1_oof_, self.pseudo_outcomes_ = mu0, mu1, phi
+        tau = self.forest_.oob_predict(X)[:, 0]
+        return tau, e * mu1 + (1 - e) * mu0
+
+    def effect(self, X) -> np.ndarray:
+        """τ̂(x) for new units; shape (n,)."""
+        X = self._check_X(X)
+        return self.forest_.predict(X)[:, 0]
+
+    def effect_interval(self, X, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise (1 − alpha) intervals from the forest's little-bags variance."""
+        X = self._check_X(X)
+        lower, upper = self.forest_.predict_interval(X, alpha=alpha)
+        return lower[:, 0], upper[:, 0]
+
+
+class TLearner(_CATELearner):
+    """T-learner baseline: one honest regression forest per arm, τ̂ = μ̂₁ − μ̂₀.
+
+    Parameters
+    ----------
+    n_estimators : int, default=200
+    max_features : "auto", "grf", int, float or None, default="auto"
+    min_samples_leaf : int, default=5
+    max_samples : float, default=0.45
+    subforest_size : int, default=4
+    propensity : float or array-like of shape (n,), default=None
+        Used only for ``outcome_oof_`` (m̂ = ê μ̂₁ + (1 − ê) μ̂₀) and the DR scores.
+    n_folds : int, default=5
+        Folds of the propensity model.
+    n_jobs : int, default=-1
+    random_state : int, default=None
+
+    Attributes
+    ----------
+    forest0_, forest1_ : econml.grf.RegressionForest
+    mu0_oof_, mu1_oof_ : ndarray of shape (n,)
+        For a unit of arm a, μ̂_a is out-of-bag and μ̂_{1−a} comes from the other
+        arm's forest, which never saw the unit; both are out-of-sample.
+    effect_oof_, outcome_oof_, propensity_oof_, dr_scores_ : ndarray of shape (n,)
+
+    Notes
+    -----
+    Intervals: :math:`\\hat\\tau(x) \\pm z\\sqrt{\\hat V_1(x) + \\hat V_0(x)}`, the arms'
+    forests being fitted on disjoint units.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 200,
+        max_features="auto",
+        min_samples_leaf: int = 5,
+        max_samples: float = 0.45,
+        subforest_size: int = 4,
+        propensity=None,
+        n_folds: int = 5,
+        n_jobs: int = -1,
+        random_state: int | None = None,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.max_samples = max_samples
+        self.subforest_size = subforest_size
+        self.propensity = propensity
+        self.n_folds = n_folds
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit_effect(self, X, T, Y, e, w):
+        mu = np.empty((2, len(Y)))
+        forests = []
+        for arm in (0, 1):
+            rows = np.flatnonzero(T == arm)
+            seed = None if self.random_state is None else self.random_state + arm
+            forest = _regression_forest(self, X.shape[1], seed)
+            forest.fit(X[rows], Y[rows], sample_weight=None if w is None else w[rows])
+            mu[arm] = forest.predict(X)[:, 0]
+            mu[arm, rows] = forest.oob_predict(X[rows])[:, 0]
+            forests.append(forest)
+        self.forest0_, self.forest1_ = forests
+        self.mu0_oof_, self.mu1_oof_ = mu[0], mu[1]
+        return mu[1] - mu[0], e * mu[1] + (1 - e) * mu[0]
+
+    def effect(self, X) -> np.ndarray:
+        """τ̂(x) = μ̂₁(x) − μ̂₀(x); shape (n,)."""
+        X = self._check_X(X)
+        return self.forest1_.predict(X)[:, 0] - self.forest0_.predict(X)[:, 0]
+
+    def effect_interval(self, X, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+        """Normal intervals with the two arms' variances added; each of shape (n,)."""
+        X = self._check_X(X)
+        p1, v1 = self.forest1_.predict_and_var(X)
+        p0, v0 = self.forest0_.predict_and_var(X)
+        return _normal_interval(p1[:, 0] - p0[:, 0], v1[:, 0, 0] + v0[:, 0, 0], alpha)

@@ -1,0 +1,148 @@
+"""CATE learners: accuracy on known-truth simulations and the shared contract."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from eocausal.errors import InputDataError, NotFittedError
+from eocausal.estimate import CausalForest, DRLearner, TLearner, default_mtry, dr_scores, grf_mtry
+
+from .dgp import methods_sim
+
+FAST = {"n_estimators": 60, "n_folds": 3, "n_jobs": 1, "random_state": 0}
+RCT = {**FAST, "propensity": 0.5}
+
+
+def _rct(n, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    T = rng.binomial(1, 0.5, size=n)
+    tau = 1.0 + 2.0 * (X[:, 0] > 0)
+    Y = X[:, 1] + T * tau + rng.normal(size=n)
+    return X, T, Y, tau
+
+
+@pytest.fixture(scope="module")
+def methods_fit():
+    X, T, Y, tau, _e = methods_sim(1500, 10, seed=0)
+    Xt, _, _, tau_t, _ = methods_sim(1000, 10, seed=1)
+    model = CausalForest(n_estimators=100, n_folds=3, n_jobs=1, random_state=0).fit(X, T, Y)
+    return model, X, T, Y, tau, Xt, tau_t
+
+
+def test_causal_forest_held_out_mse_on_methods_simulation(methods_fit):
+    model, _X, _T, _Y, tau, Xt, tau_t = methods_fit
+    mse = np.mean((model.effect(Xt) - tau_t) ** 2)
+    constant = np.mean((tau_t - tau_t.mean()) ** 2)  # MSE of predicting the true ATE everywhere
+    assert mse < 0.5 * constant, (mse, constant)
+    assert mse < 0.2, mse
+    oob_mse = np.mean((model.effect_oof_ - tau) ** 2)
+    assert oob_mse < 0.5 * np.var(tau)
+    ate = model.ate()
+    assert ate.ci_lower < tau.mean() < ate.ci_upper
+
+
+def test_contract_attributes_and_dr_scores(methods_fit):
+    model, X, T, Y, _tau, *_ = methods_fit
+    n = len(Y)
+    for name in ("effect_oof_", "outcome_oof_", "propensity_oof_", "dr_scores_"):
+        arr = getattr(model, name)
+        assert arr.shape == (n,) and np.isfinite(arr).all(), name
+    expected = dr_scores(Y, T, model.propensity_oof_, model.outcome_oof_, model.effect_oof_)
+    np.testing.assert_allclose(model.dr_scores_, expected)
+    assert model.ate().estimate == pytest.approx(model.dr_scores_.mean())
+    # Out-of-bag predictions are not the in-sample ones.
+    assert not np.allclose(model.effect_oof_, model.effect(X))
+    # The propensity model recovers e(x) = logistic(0.5 x3) reasonably.
+    true_e = 1 / (1 + np.exp(-0.5 * X[:, 2]))
+    assert np.corrcoef(model.propensity_oof_, true_e)[0, 1] > 0.9
+    lower, upper = model.effect_interval(X[:50], alpha=0.1)
+    point = model.effect(X[:50])
+    assert (lower <= point).all() and (point <= upper).all()
+    json.dumps(model.ate(target="overlap").to_dict())
+
+
+def test_mtry_rules(methods_fit):
+    model = methods_fit[0]
+    assert model.forest_.max_features == default_mtry(10) == 10
+    assert grf_mtry(64) == 28 and grf_mtry(1000) == 52 and grf_mtry(10) == 10
+    assert default_mtry(64) == 64 and default_mtry(1000) == 64 and default_mtry(4000) == 84
+    X, T, Y, _ = _rct(200, 9)
+    X = np.hstack([X] * 25)  # p = 100
+    assert CausalForest(max_features="grf", **RCT).fit(X, T, Y).forest_.max_features == 30
+
+
+@pytest.mark.parametrize("learner", [CausalForest, DRLearner, TLearner])
+def test_learners_recover_effects_in_rct(learner):
+    X, T, Y, _tau = _rct(1200, 0)
+    Xt, _, _, tau_t = _rct(500, 1)
+    model = learner(**RCT).fit(X, T, Y)
+    np.testing.assert_array_equal(model.propensity_oof_, 0.5)
+    mse = np.mean((model.effect(Xt) - tau_t) ** 2)
+    assert mse < 0.5 * np.var(tau_t), (learner.__name__, mse)
+    res = model.ate()
+    assert res.ci_lower < 2.0 < res.ci_upper  # E[tau] = 1 + 2 * P(x0 > 0) = 2
+    lower, upper = model.effect_interval(Xt)
+    assert lower.shape == upper.shape == (500,) and (lower < upper).all()
+    for target in ("treated", "control", "overlap"):
+        assert np.isfinite(model.ate(target=target).estimate)
+
+
+@pytest.mark.parametrize("learner", [CausalForest, DRLearner, TLearner])
+def test_seeded_and_clonable(learner):
+    X, T, Y, _ = _rct(300, 2)
+    a = learner(**RCT).fit(X, T, Y)
+    b = clone(a).fit(X, T, Y)
+    np.testing.assert_array_equal(a.effect(X[:20]), b.effect(X[:20]))
+    np.testing.assert_array_equal(a.dr_scores_, b.dr_scores_)
+    assert clone(a).get_params() == a.get_params()
+    assert a.set_params(n_folds=4).n_folds == 4
+
+
+def test_known_propensity_array_and_clusters_in_folds():
+    X, T, Y, _ = _rct(400, 3)
+    e = np.full(400, 0.5)
+    clusters = np.repeat(np.arange(40), 10)
+    model = CausalForest(propensity=e, **FAST).fit(X, T, Y, clusters=clusters)
+    np.testing.assert_array_equal(model.propensity_oof_, e)
+    for c in range(40):
+        assert len(np.unique(model.folds_[clusters == c])) == 1
+    assert model.ate().n_clusters == 40
+
+
+def test_not_fitted_and_width_mismatch():
+    with pytest.raises(NotFittedError, match="not fitted"):
+        CausalForest().effect(np.zeros((2, 3)))
+    X, T, Y, _ = _rct(200, 4)
+    model = TLearner(**RCT).fit(X, T, Y)
+    with pytest.raises(InputDataError, match="3 features but TLearner was fitted with 4"):
+        model.effect(X[:, :3])
+
+
+def test_bad_inputs_raise_with_rows():
+    X, T, Y, _ = _rct(100, 5)
+    T = T.astype(float)
+    T[7] = 2
+    with pytest.raises(InputDataError, match="binary.*rows 7"):
+        CausalForest(**FAST).fit(X, T, Y)
+    X2 = X.copy()
+    X2[3, 1] = np.nan
+    with pytest.raises(InputDataError, match="rows 3"):
+        CausalForest(**FAST).fit(X2, np.asarray(T != 2, dtype=int), Y)
+    with pytest.raises(InputDataError, match="n_estimators"):
+        CausalForest(n_estimators=10, n_folds=3).fit(X, np.asarray(T != 2, dtype=int), Y)
+
+
+def test_causal_stages_never_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, eocausal.estimate, eocausal.features, eocausal.estimate.panel; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
