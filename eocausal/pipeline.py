@@ -355,6 +355,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     """Run every stage of ``cfg`` and write the run folder (see the module docstring)."""
     from eocausal.estimate import aipw_ate, split_units
     from eocausal.evaluate import (
+        best_linear_projection,
         calibration_test,
         compare_scales,
         plot_scale_comparison,
@@ -527,6 +528,14 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         clusters=part(clusters, test),
         sample_weight=part(weights, test),
     )
+    blp = None
+    if cov_test is not None and cov_test.shape[1] > 0:
+        blp = best_linear_projection(
+            scores,
+            cov_test,
+            clusters=part(clusters, test),
+            sample_weight=part(weights, test),
+        ).to_dict()
     timings["ate"] = time.perf_counter() - t0 - sum(timings.values())
 
     image_types_block = None
@@ -659,6 +668,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         "rate": rate_block,
         "cate": cate_block,
         "calibration": _calibration_rows(calib.to_dict()),
+        "best_linear_projection": blp,
         "debias": debias_block,
         "image_types": image_types_block,
         "exclusions": {

@@ -65,6 +65,8 @@ def test_known_truth(first_run):
     aipw = res["ate"]["aipw"]
     truth = [r for r in res["ate"]["rows"] if r["method"].startswith("truth")][0]["estimate"]
     assert aipw["ci_lower"] - 0.1 < truth < aipw["ci_upper"] + 0.1
+    terms = [r["term"] for r in res["best_linear_projection"]["table"]]
+    assert terms == ["intercept", "hh_size", "age", "female"]
     combos = {r["combination"]: r for r in res["rate"]["table"]}
     assert len(combos) == 3  # two single scales and their concatenation
     assert all(r["estimate"] > 0 for r in combos.values())

@@ -198,6 +198,21 @@ def render_report(
             "means the heterogeneity the model finds is real (grf's test_calibration).</p>"
         )
 
+    blp = results.get("best_linear_projection")
+    if blp:
+        parts.append("<h2>Best linear projection of the CATE on the covariates (held-out half)</h2>")
+        parts.append(
+            _table(
+                blp.get("table", []),
+                [("term", "term"), ("estimate", "estimate"), ("std_err", "SE"), ("p_value", "p")],
+            )
+        )
+        parts.append(
+            '<p class="note">OLS of the doubly robust scores on the covariates with cluster-robust '
+            "HC3 SEs (grf's best_linear_projection): which observed characteristics go with "
+            "larger effects, beyond what the images show.</p>"
+        )
+
     figs = [figures[k] for k in ("toc", "scales", "cate_hist", "cate_map", "chips") if k in figures]
     if figs:
         parts.append("<h2>Figures</h2><div class='figs'>")
