@@ -25,7 +25,7 @@ from sklearn.decomposition import PCA
 from eocausal.embeddings import Embeddings
 from eocausal.errors import EmbeddingsError, InputDataError, NotFittedError
 
-__all__ = ["Features", "MultiScaleFeatures"]
+__all__ = ["Features", "MultiScaleFeatures", "align_covariates"]
 
 COVARIATES_BLOCK = "covariates"
 
@@ -65,8 +65,10 @@ class Features:
         )
 
 
-def _align_covariates(covariates: pd.DataFrame, unit_ids: np.ndarray) -> pd.DataFrame:
+def align_covariates(covariates: pd.DataFrame, unit_ids: np.ndarray) -> pd.DataFrame:
     """Rows of ``covariates`` for ``unit_ids``: by index when it holds the ids, else by position."""
+    if not isinstance(covariates, pd.DataFrame):
+        raise InputDataError("`covariates` must be a pandas DataFrame (one row per unit).")
     index = covariates.index.astype(str)
     if index.is_unique and np.isin(unit_ids, index).all():
         out = covariates.copy()
@@ -143,7 +145,7 @@ class MultiScaleFeatures(BaseEstimator):
         return self.pca_components
 
     def _covariate_matrix(self, covariates, unit_ids: np.ndarray) -> np.ndarray:
-        frame = _align_covariates(covariates, unit_ids)
+        frame = align_covariates(covariates, unit_ids)
         missing = [c for c in self.covariate_columns_ if c not in frame.columns]
         if missing:
             raise InputDataError(

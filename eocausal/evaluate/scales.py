@@ -30,7 +30,7 @@ from eocausal.evaluate.rate import (
     rate_shared_draws,
     validate_target,
 )
-from eocausal.features import MultiScaleFeatures
+from eocausal.features import MultiScaleFeatures, align_covariates
 
 __all__ = ["ScaleComparison", "compare_scales", "scale_combinations"]
 
@@ -156,27 +156,6 @@ def _num(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _aligned_covariates(
-    covariates: pd.DataFrame | None, unit_ids: np.ndarray
-) -> pd.DataFrame | None:
-    if covariates is None:
-        return None
-    if not isinstance(covariates, pd.DataFrame):
-        raise InputDataError("`covariates` must be a pandas DataFrame (one row per unit).")
-    index = covariates.index.astype(str)
-    if index.is_unique and np.isin(unit_ids, index).all():
-        out = covariates.copy()
-        out.index = index
-        return out.loc[unit_ids]
-    if len(covariates) == len(unit_ids):
-        return covariates
-    raise InputDataError(
-        f"`covariates` has {len(covariates)} rows and its index does not hold the "
-        f"{len(unit_ids)} embedded unit ids; index it by unit_id or give one row per unit "
-        "in the order of the embeddings."
-    )
-
-
 def compare_scales(
     embeddings: Embeddings,
     T,
@@ -256,7 +235,7 @@ def compare_scales(
     data = check_treatment_outcome(
         T, Y, clusters=clusters, sample_weight=sample_weight, unit_ids=ids
     )
-    cov = _aligned_covariates(covariates, ids)
+    cov = None if covariates is None else align_covariates(covariates, ids)
     split_seed, boot_seed = derive_seeds(seed, 2)
     train, evaluate = split_units(
         n, test_size=test_size, clusters=data.clusters, stratify=data.T, seed=split_seed
