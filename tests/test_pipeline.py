@@ -121,3 +121,28 @@ def test_predicted_outcome_is_debiased_end_to_end(tmp_path):
     assert abs(corrected["estimate"] - true_ate) < 3 * corrected["std_err"]
     assert res["debias"]["diagnostics"]["method"] == "linear"
     assert "Predicted outcome: naive and corrected" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_vit_from_local_weights_through_the_config(tmp_path):
+    """A timm ViT saved to disk is loaded by the real loader and its hash lands in the provenance."""
+    import hashlib
+
+    import timm
+    import torch
+
+    weights = tmp_path / "test_vit.pth"
+    torch.save(timm.create_model("test_vit", pretrained=False, in_chans=6, num_classes=0).state_dict(), weights)
+    data = _small_config(tmp_path / "run")
+    data["study"]["simulate"] = {"n_units": 200, "scene_size": 512}
+    data["encoder"] = {"name": "test_vit", "weights_path": str(weights), "batch_size": 32}
+    data["estimate"]["n_estimators"] = 80
+    data["evaluate"]["compare_scales"] = False
+    data["map"]["enabled"] = False
+    res = run_pipeline(parse_config(data), progress=False)
+    prov = res.results["provenance"]
+    assert prov["encoder"] == "test_vit"
+    assert prov["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    from eocausal.embeddings import Embeddings
+
+    emb = Embeddings.load(res.run_dir / "embeddings" / "embeddings.parquet")
+    assert emb.block("1km").shape[1] == 64  # test_vit's embedding width
