@@ -40,6 +40,7 @@ import pandas as pd
 import yaml
 
 from eocausal.config import RunConfig
+from eocausal.embeddings import Embeddings
 from eocausal.errors import ConfigError, EocausalError
 
 __all__ = ["RunResult", "run_pipeline", "prepare_study", "run_chips", "run_embed", "PreparedStudy"]
@@ -353,16 +354,14 @@ def _make_learner(cfg: RunConfig, propensity: Any):
 
 def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) -> RunResult:
     """Run every stage of ``cfg`` and write the run folder (see the module docstring)."""
-    from eocausal.estimate import aipw_ate, split_units
+    from eocausal.estimate import aipw_ate
     from eocausal.evaluate import (
         best_linear_projection,
         calibration_test,
         compare_scales,
         plot_scale_comparison,
         plot_toc,
-        rate,
     )
-    from eocausal.evaluate.honest import derive_seeds
     from eocausal.features import MultiScaleFeatures
     from eocausal.report import plot_cate_distribution, plot_cate_map, render_report, save_figure
 
@@ -415,78 +414,57 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     if cfg.debias is not None:
         debias_result, naive_Y, Y = _debias(cfg, study, ids, T, Y, propensity, log)
 
-    # -- honest split, features fitted on the training half only
-    # the same seed derivation as compare_scales, so the all-scales row there is this model
-    split_seed, boot_seed = derive_seeds(cfg.seed, 2)
-    train, test = split_units(
-        len(ids), test_size=cfg.evaluate.test_size, clusters=clusters, stratify=T, seed=split_seed
+    # -- honest protocol (eocausal.evaluate.compare_scales): one split; per combination of
+    # scales, features and CATE model fitted on the training half, priorities on the held-out
+    # half; one evaluation model fitted on the held-out half gives the doubly robust scores
+    # that score every combination with the same bootstrap draws. The all-scales model is the
+    # run's CATE model.
+    f, ev = cfg.features, cfg.evaluate
+    scale_emb = emb if f.scales is None else Embeddings(ids, {s: emb.block(s) for s in f.scales}, emb.metadata)
+    all_name = "+".join(scale_emb.scales)
+    compare = ev.compare_scales and len(scale_emb.scales) > 1
+    log(
+        "fitting the CATE models of every scale combination on the training half and the "
+        "evaluation model on the held-out half ..."
+        if compare
+        else "fitting the CATE model on the training half and the evaluation model on the held-out half ..."
     )
-    f = cfg.features
-
-    def new_builder() -> MultiScaleFeatures:
-        return MultiScaleFeatures(
-            scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
-        )
-
-    builder = new_builder()
-    cov_train = covariates.iloc[train] if covariates is not None else None
+    scale_cmp = compare_scales(
+        scale_emb,
+        T,
+        Y,
+        learner=_make_learner(cfg, propensity),
+        covariates=covariates,
+        combinations=ev.combinations if compare else "all",
+        pca_components=f.pca_components,
+        standardize=f.standardize,
+        clusters=clusters,
+        sample_weight=weights,
+        test_size=ev.test_size,
+        target=ev.target,
+        n_bootstrap=ev.n_bootstrap,
+        seed=cfg.seed,
+    )
+    train, test = scale_cmp.train_index, scale_cmp.eval_index
+    main_rate = scale_cmp.results[all_name]
+    builder, model = scale_cmp.fitted[all_name].features, scale_cmp.fitted[all_name].model
+    eval_model = scale_cmp.evaluator
+    scores = eval_model.dr_scores_
     cov_test = covariates.iloc[test] if covariates is not None else None
-    builder.fit(emb.subset(ids[train]), cov_train)
-    X_train = builder.transform(emb.subset(ids[train]), cov_train).X
-    X_test = builder.transform(emb.subset(ids[test]), cov_test).X
+    X_test = builder.transform(scale_emb.subset(ids[test]), cov_test).X
+    tau_test = model.effect(X_test)
+    lo_test, hi_test = model.effect_interval(X_test)
 
     def part(a: Any, idx: np.ndarray) -> Any:
         return a[idx] if isinstance(a, np.ndarray) else a
 
-    log("fitting the CATE model on the training half ...")
-    model = _make_learner(cfg, part(propensity, train)).fit(
-        X_train, T[train], Y[train], clusters=part(clusters, train), sample_weight=part(weights, train)
-    )
-    tau_test = model.effect(X_test)
-    lo_test, hi_test = model.effect_interval(X_test)
-    log("fitting the evaluation model on the held-out half (doubly robust scores) ...")
-    builder_eval = new_builder().fit(emb.subset(ids[test]), cov_test)
-    X_eval = builder_eval.transform(emb.subset(ids[test]), cov_test).X
-    eval_model = _make_learner(cfg, part(propensity, test)).fit(
-        X_eval, T[test], Y[test], clusters=part(clusters, test), sample_weight=part(weights, test)
-    )
-    scores = eval_model.dr_scores_
-    ev = cfg.evaluate
-    main_rate = rate(
-        scores,
-        tau_test,
-        target=ev.target,
-        n_bootstrap=ev.n_bootstrap,
-        clusters=part(clusters, test),
-        sample_weight=part(weights, test),
-        seed=boot_seed,
-        name="+".join(emb.scales),
-    )
-    timings["cate"] = time.perf_counter() - t0 - sum(timings.values())
-
-    scale_cmp = None
-    if ev.compare_scales and len(emb.scales) > 1:
-        log("comparing scales (single, pairs, all) on the same split ...")
-        scale_cmp = compare_scales(
-            emb,
-            T,
-            Y,
-            learner=_make_learner(cfg, propensity),
-            covariates=covariates,
-            combinations=ev.combinations,
-            pca_components=f.pca_components,
-            clusters=clusters,
-            sample_weight=weights,
-            test_size=ev.test_size,
-            target=ev.target,
-            n_bootstrap=ev.n_bootstrap,
-            seed=cfg.seed,
-        )
-    timings["scales"] = time.perf_counter() - t0 - sum(timings.values())
+    timings["cate_and_rate"] = time.perf_counter() - t0 - sum(timings.values())
 
     # -- ATE on all analysed units (cross-fitted)
     log("average treatment effect (AIPW, cross-fitted on all analysed units) ...")
-    builder_all = new_builder().fit(emb, covariates)
+    builder_all = MultiScaleFeatures(
+        scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
+    ).fit(emb, covariates)
     X_all = builder_all.transform(emb, covariates).X
     all_model = _make_learner(cfg, propensity).fit(
         X_all, T, Y, clusters=clusters, sample_weight=weights
@@ -606,7 +584,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     # -- figures and results
     figures["toc"] = (
         save_figure(plot_toc(main_rate), fig_dir / "toc.png"),
-        f"Targeting operator characteristic of the {'+'.join(emb.scales)} ranking on held-out "
+        f"Targeting operator characteristic of the {all_name} ranking on held-out "
         "units, with a 95% band (clustered half-sample bootstrap).",
     )
     figures["cate_hist"] = (
@@ -617,7 +595,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         "Distribution of estimated CATEs on the held-out half"
         + (" against the true effects." if tau_true is not None else "."),
     )
-    if scale_cmp is not None:
+    if compare:
         figures["scales"] = (
             save_figure(plot_scale_comparison(scale_cmp), fig_dir / "scales.png"),
             "RATE ratio (estimate / SE) of every single scale and combination, same split and "
@@ -631,20 +609,9 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         "n_bootstrap": ev.n_bootstrap,
         "main": main_rate.to_dict(),
     }
-    if scale_cmp is not None:
-        sc = scale_cmp.to_dict()
-        rate_block["table"] = sc["table"]
-        rate_block["multiscale_gain"] = sc.get("multiscale_gain")
-    else:
-        rate_block["table"] = [
-            {
-                "combination": "+".join(emb.scales),
-                "n_scales": len(emb.scales),
-                "estimate": main_rate.estimate,
-                "std_err": main_rate.std_err,
-                "ratio": main_rate.ratio,
-            }
-        ]
+    sc = scale_cmp.to_dict()
+    rate_block["table"] = sc["table"]
+    rate_block["multiscale_gain"] = sc.get("multiscale_gain")
 
     n_treated = int(T.sum())
     results: dict[str, Any] = {

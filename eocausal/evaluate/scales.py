@@ -94,6 +94,14 @@ def _combo_name(combo: tuple[str, ...]) -> str:
 
 
 @dataclass
+class FittedCombination:
+    """The feature builder and CATE model of one combination, fitted on the training half."""
+
+    features: MultiScaleFeatures
+    model: Any
+
+
+@dataclass
 class ScaleComparison:
     """RATE of every scale combination on one shared split and shared bootstrap draws.
 
@@ -111,6 +119,12 @@ class ScaleComparison:
     target : str
     train_index, eval_index : ndarray of int
         Rows (in the order of the embeddings) of the shared split.
+    fitted : dict of str -> FittedCombination
+        Per combination, the feature builder and the CATE model fitted on the
+        training half (e.g. to map the all-scales model's predictions).
+    evaluator : estimator
+        The model fitted on the evaluation half (all scales) whose ``dr_scores_``
+        score every combination.
     """
 
     table: pd.DataFrame
@@ -119,6 +133,8 @@ class ScaleComparison:
     target: str
     train_index: np.ndarray = field(repr=False)
     eval_index: np.ndarray = field(repr=False)
+    fitted: dict[str, FittedCombination] = field(default_factory=dict, repr=False)
+    evaluator: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary: the table, the multi-scale gain and the TOC curves."""
@@ -165,6 +181,7 @@ def compare_scales(
     covariates: pd.DataFrame | None = None,
     combinations="singles+pairs+all",
     pca_components=None,
+    standardize: bool = True,
     clusters=None,
     sample_weight=None,
     test_size: float = 0.5,
@@ -193,6 +210,8 @@ def compare_scales(
     pca_components : int, float, dict or None, default=None
         Passed to :class:`eocausal.features.MultiScaleFeatures` (PCA per scale,
         fitted on the training units only).
+    standardize : bool, default=True
+        Standardise each block (fitted on the training units only).
     clusters : array-like of shape (n_units,), default=None
     sample_weight : array-like of shape (n_units,), default=None
     test_size : float, default=0.5
@@ -257,13 +276,19 @@ def compare_scales(
         )
 
     priorities: dict[str, np.ndarray] = {}
+    fitted: dict[str, FittedCombination] = {}
     for combo in combos:
-        builder = MultiScaleFeatures(scales=list(combo), pca_components=pca_components)
+        builder = MultiScaleFeatures(
+            scales=list(combo), pca_components=pca_components, standardize=standardize
+        )
         builder.fit(emb_train, cov_train)
         model = fit(builder.transform(emb_train, cov_train).X, train)
         effect = model.effect(builder.transform(emb_eval, cov_eval).X)
         priorities[_combo_name(combo)] = np.asarray(effect, dtype=np.float64).reshape(-1)
-    all_scales = MultiScaleFeatures(scales=embeddings.scales, pca_components=pca_components)
+        fitted[_combo_name(combo)] = FittedCombination(builder, model)
+    all_scales = MultiScaleFeatures(
+        scales=embeddings.scales, pca_components=pca_components, standardize=standardize
+    )
     all_scales.fit(emb_eval, cov_eval)
     evaluator = fit(all_scales.transform(emb_eval, cov_eval).X, evaluate)
     scores = dr_scores_of(evaluator, evaluate.size)
@@ -293,4 +318,4 @@ def compare_scales(
         best_single = singles.loc[singles["estimate"].idxmax(), "combination"]
         best_multi = multis.loc[multis["estimate"].idxmax(), "combination"]
         gain = rate_difference(results[best_multi], results[best_single])
-    return ScaleComparison(table, results, gain, target, train, evaluate)
+    return ScaleComparison(table, results, gain, target, train, evaluate, fitted, evaluator)
