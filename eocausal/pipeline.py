@@ -354,7 +354,7 @@ def _make_learner(cfg: RunConfig, propensity: Any):
 
 def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) -> RunResult:
     """Run every stage of ``cfg`` and write the run folder (see the module docstring)."""
-    from eocausal.estimate import aipw_ate
+    from eocausal.estimate import aipw_ate, hajek_ipw_ate, overlap_diagnostics
     from eocausal.evaluate import (
         best_linear_projection,
         calibration_test,
@@ -479,6 +479,16 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         sample_weight=weights,
     )
     ate_rows = [{"method": "AIPW (cross-fitted)", **_ci_row(ate.to_dict())}]
+    overlap = None
+    if propensity is None:
+        # observational design: propensities from the image features and covariates
+        # (cross-fitted ridge logistic), Hajek IPW as the design-based comparator
+        overlap = overlap_diagnostics(all_model.propensity_oof_, T, warn=False).to_dict()
+        ipw = hajek_ipw_ate(
+            Y, T, all_model.propensity_oof_, clusters=clusters, sample_weight=weights,
+            n_bootstrap=ev.n_bootstrap, seed=cfg.seed, warn_overlap=False,
+        )
+        ate_rows.append({"method": "Hajek IPW (image propensity)", **_ci_row(ipw.to_dict())})
     dm = _difference_in_means(Y, T, clusters)
     ate_rows.append({"method": "difference in means", **dm})
     if tau_true is not None:
@@ -631,6 +641,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
             "note": "AIPW with cross-fitted outcome and effect models"
             + (" and the known assignment probability." if propensity is not None else " and estimated propensities.")
             + (" Cluster-robust SE." if clusters is not None else ""),
+            "overlap": overlap,
         },
         "rate": rate_block,
         "cate": cate_block,
@@ -723,7 +734,7 @@ def _ci_row(d: dict[str, Any]) -> dict[str, Any]:
 
 def _difference_in_means(Y: np.ndarray, T: np.ndarray, clusters: np.ndarray | None) -> dict[str, Any]:
     """Neyman difference in means with a (cluster-robust) SE, as a model-free comparator."""
-    from eocausal.estimate import aipw_ate
+    from eocausal.estimate import aipw_ate, hajek_ipw_ate, overlap_diagnostics
 
     p = float(T.mean())
     res = aipw_ate(Y, T, p, mu0=np.full(len(Y), Y[T == 0].mean()), mu1=np.full(len(Y), Y[T == 1].mean()),

@@ -146,3 +146,20 @@ def test_vit_from_local_weights_through_the_config(tmp_path):
 
     emb = Embeddings.load(res.run_dir / "embeddings" / "embeddings.parquet")
     assert emb.block("1km").shape[1] == 64  # test_vit's embedding width
+
+
+def test_observational_design_reports_image_propensities_and_overlap(tmp_path):
+    data = _small_config(tmp_path / "run")
+    data["study"]["propensity"] = None  # estimate it from the image features and covariates
+    data["evaluate"]["compare_scales"] = False
+    data["map"]["enabled"] = False
+    res = run_pipeline(parse_config(data), progress=False).results
+    rows = {r["method"]: r for r in res["ate"]["rows"]}
+    ipw = rows["Hajek IPW (image propensity)"]
+    truth = rows["truth (mean of tau_true)"]["estimate"]
+    assert ipw["std_err"] > 0 and abs(ipw["estimate"] - truth) < 4 * ipw["std_err"]
+    overlap = res["ate"]["overlap"]
+    # the trial is randomized with p = 0.5: estimated propensities stay well inside (0.05, 0.95)
+    assert overlap["ok"] and 0.2 < overlap["min"] <= overlap["max"] < 0.8
+    assert "estimated propensities" in res["ate"]["note"]
+    assert "Estimated propensities range" in (tmp_path / "run" / "report.html").read_text()

@@ -122,6 +122,15 @@ def render_report(
         )
         if ate.get("note"):
             parts.append(f'<p class="note">{html.escape(ate["note"])}</p>')
+        overlap = ate.get("overlap")
+        if overlap:
+            cls = "note" if overlap.get("ok") else "warn"
+            parts.append(
+                f'<p class="{cls}">Estimated propensities range from {_fmt(overlap.get("min"))} to '
+                f"{_fmt(overlap.get('max'))}; share below 0.05: {_fmt(overlap.get('share_low'))}, "
+                f"above 0.95: {_fmt(overlap.get('share_high'))}; effective sample size "
+                f"{_fmt(overlap.get('ess_treated'), 1)} treated, {_fmt(overlap.get('ess_control'), 1)} control.</p>"
+            )
 
     debias = results.get("debias")
     if debias:
