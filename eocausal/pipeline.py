@@ -734,7 +734,7 @@ def _ci_row(d: dict[str, Any]) -> dict[str, Any]:
 
 def _difference_in_means(Y: np.ndarray, T: np.ndarray, clusters: np.ndarray | None) -> dict[str, Any]:
     """Neyman difference in means with a (cluster-robust) SE, as a model-free comparator."""
-    from eocausal.estimate import aipw_ate, hajek_ipw_ate, overlap_diagnostics
+    from eocausal.estimate import aipw_ate
 
     p = float(T.mean())
     res = aipw_ate(Y, T, p, mu0=np.full(len(Y), Y[T == 0].mean()), mu1=np.full(len(Y), Y[T == 1].mean()),
