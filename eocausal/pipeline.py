@@ -374,6 +374,8 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     )
 
     study = prepare_study(cfg, log=log)
+    if study.units.treatment is None or study.units.outcome is None:
+        raise ConfigError("config field `study`: effects need `treatment_col` and `outcome_col`")
     timings["prepare"] = time.perf_counter() - t0
     dataset, preview = run_chips(cfg, study, log=log)
     timings["chips"] = time.perf_counter() - t0 - sum(timings.values())
@@ -389,8 +391,6 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     ids = np.array([u for u in study.units.unit_id if u in emb_ids], dtype=str)
     units = study.units.subset(ids)
     emb = emb_result.embeddings.subset(ids)
-    if units.treatment is None or units.outcome is None:
-        raise ConfigError("config field `study`: effects need `treatment_col` and `outcome_col`")
     T = units.treatment.astype(int)
     Y = units.outcome.astype(float)
     clusters = units.clusters
