@@ -84,3 +84,23 @@ def test_not_yaml(tmp_path):
     bad.write_text("study: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("name", ["cluster_vit.yaml", "uganda.yaml"])
+def test_example_configs_validate(name, tmp_path):
+    """The example configs stay valid against the schema (input files replaced by stand-ins)."""
+    data = yaml.safe_load((DEMO.parent / name).read_text())
+    for key in ("units",):
+        (tmp_path / "u.csv").write_text("unit_id\n")
+        data["study"][key] = str(tmp_path / "u.csv")
+    if data["imagery"].get("paths"):
+        (tmp_path / "m.vrt").write_text("")
+        data["imagery"]["paths"] = [str(tmp_path / "m.vrt")]
+    if data["imagery"].get("precut"):
+        (tmp_path / "c.npz").write_bytes(b"")
+        data["imagery"]["precut"] = str(tmp_path / "c.npz")
+    cfg = parse_config(data, base_dir=tmp_path)
+    if cfg.encoder.name != "mosaiks":
+        from eocausal.encode import get_weights_entry
+
+        assert get_weights_entry(cfg.encoder.name).in_chans == 7
