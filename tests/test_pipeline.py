@@ -163,3 +163,15 @@ def test_observational_design_reports_image_propensities_and_overlap(tmp_path):
     assert overlap["ok"] and 0.2 < overlap["min"] <= overlap["max"] < 0.8
     assert "estimated propensities" in res["ate"]["note"]
     assert "Estimated propensities range" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_rerun_in_the_same_folder_reuses_the_embeddings(first_run):
+    """`eocausal evaluate` on a finished run: the shards are kept, nothing is embedded again."""
+    shards = sorted((first_run.run_dir / "embeddings" / "shards").glob("*.parquet"))
+    assert shards
+    before = {p: p.stat().st_mtime_ns for p in shards}
+    cfg = parse_config(_small_config(first_run.run_dir))
+    again = run_pipeline(cfg, progress=False)
+    after = sorted((first_run.run_dir / "embeddings" / "shards").glob("*.parquet"))
+    assert after == shards and all(p.stat().st_mtime_ns == before[p] for p in shards)
+    assert again.results["rate"]["table"] == first_run.results["rate"]["table"]
