@@ -31,17 +31,7 @@ sys.path.insert(
     0, str(Path(__file__).resolve().parents[1])
 )  # run from a checkout without installing
 
-
-def simulate(n: int, p: int, seed: int):
-    """Draw (X, T, Y, tau) from the METHODS.md section 3 design."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, p))
-    e = 1.0 / (1.0 + np.exp(-0.5 * X[:, 2]))
-    T = rng.binomial(1, e)
-    tau = np.maximum(X[:, 0], 0.0) + 0.5 * np.tanh(X[:, 1] * X[:, 3])
-    mu = np.sin(X[:, 2]) + 0.5 * X[:, 4] ** 2
-    Y = mu + (T - e) * tau + rng.normal(size=n)
-    return X, T, Y, tau
+from eocausal.simulate import simulate_cate_problem  # noqa: E402
 
 
 def run_ours(X, T, Y, X_test, *, n_estimators: int, seed: int):
@@ -64,8 +54,8 @@ def run_econml(X, T, Y, X_test, *, seed: int):
 
 
 def compare(n: int, p: int, n_test: int, n_estimators: int, seed: int) -> None:
-    X, T, Y, _ = simulate(n, p, seed)
-    X_test, _, _, tau_test = simulate(n_test, p, seed + 1)
+    X, T, Y, _, _ = simulate_cate_problem(n, p, seed=seed)
+    X_test, _, _, tau_test, _ = simulate_cate_problem(n_test, p, seed=seed + 1)
     rows = []
     t_ours, pred = run_ours(X, T, Y, X_test, n_estimators=n_estimators, seed=seed)
     rows.append(("eocausal CausalForest", t_ours, float(np.mean((pred - tau_test) ** 2))))
@@ -140,7 +130,7 @@ def _fit_once(n: int, p: int, n_estimators: int, seed: int) -> None:
     """Child-process body of :func:`curve`: fit once, print seconds, peak RSS and growth."""
     from eocausal.estimate import CausalForest
 
-    X, T, Y, _ = simulate(n, p, seed)
+    X, T, Y, _, _ = simulate_cate_problem(n, p, seed=seed)
     before = _current_rss_mb()
     peak = [before]
     done = threading.Event()

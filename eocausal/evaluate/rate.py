@@ -48,6 +48,15 @@ _TARGETS = ("AUTOC", "QINI")
 _FIND_TOL = 1e-15
 
 
+def _curve_dict(curve: pd.DataFrame) -> dict[str, list]:
+    """A (q, estimate, std_err) curve as JSON-ready lists (non-finite values become ``None``)."""
+    return {
+        "q": [float(v) for v in curve["q"]],
+        "estimate": [_finite_or_none(v) for v in curve["estimate"]],
+        "std_err": [_finite_or_none(v) for v in curve["std_err"]],
+    }
+
+
 def _finite_or_none(x: float) -> float | None:
     x = float(x)
     return x if np.isfinite(x) else None
@@ -108,11 +117,7 @@ class RATEResult:
             "n": int(self.n),
             "n_clusters": int(self.n_clusters),
             "n_bootstrap": int(self.n_bootstrap),
-            "toc": {
-                "q": [float(v) for v in self.toc["q"]],
-                "estimate": [_finite_or_none(v) for v in self.toc["estimate"]],
-                "std_err": [_finite_or_none(v) for v in self.toc["std_err"]],
-            },
+            "toc": _curve_dict(self.toc),
         }
 
 
@@ -153,11 +158,7 @@ class RATEComparison:
             "std_err": _finite_or_none(self.std_err),
             "ratio": _finite_or_none(self.ratio),
             "p_value": _finite_or_none(self.p_value),
-            "toc_difference": {
-                "q": [float(v) for v in self.toc_difference["q"]],
-                "estimate": [_finite_or_none(v) for v in self.toc_difference["estimate"]],
-                "std_err": [_finite_or_none(v) for v in self.toc_difference["std_err"]],
-            },
+            "toc_difference": _curve_dict(self.toc_difference),
         }
 
 

@@ -1,5 +1,6 @@
-"""Built-in study: a simulated Landsat-like scene and a trial with known effects."""
+"""Built-in study (a simulated Landsat-like scene and a trial) and other designs with known effects."""
 
+from eocausal.simulate.cate_problem import simulate_cate_problem
 from eocausal.simulate.scene import BAND_NAMES, Scene, make_scene, write_scene
 from eocausal.simulate.trial import SimulatedStudy, make_demo_study, simulate_trial
 
@@ -9,6 +10,7 @@ __all__ = [
     "SimulatedStudy",
     "make_demo_study",
     "make_scene",
+    "simulate_cate_problem",
     "simulate_trial",
     "write_scene",
 ]

@@ -5,18 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def methods_sim(n: int, p: int, seed: int):
-    """METHODS.md section 3: returns X, T, Y, tau, e (x1..x5 are columns 0..4)."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, p))
-    e = 1.0 / (1.0 + np.exp(-0.5 * X[:, 2]))
-    T = rng.binomial(1, e)
-    tau = np.maximum(X[:, 0], 0.0) + 0.5 * np.tanh(X[:, 1] * X[:, 3])
-    mu = np.sin(X[:, 2]) + 0.5 * X[:, 4] ** 2
-    Y = mu + (T - e) * tau + rng.normal(size=n)
-    return X, T, Y, tau, e
-
-
 def linear_sim(n: int, seed: int, *, n_clusters: int | None = None, cluster_sd: float = 1.0):
     """Confounded design with linear arm means and a known propensity.
 

@@ -10,8 +10,8 @@ from sklearn.base import clone
 
 from eocausal.errors import InputDataError, NotFittedError
 from eocausal.estimate import CausalForest, DRLearner, TLearner, default_mtry, dr_scores, grf_mtry
+from eocausal.simulate import simulate_cate_problem
 
-from .dgp import methods_sim
 
 FAST = {"n_estimators": 60, "n_folds": 3, "n_jobs": 1, "random_state": 0}
 RCT = {**FAST, "propensity": 0.5}
@@ -28,8 +28,8 @@ def _rct(n, seed):
 
 @pytest.fixture(scope="module")
 def methods_fit():
-    X, T, Y, tau, _e = methods_sim(1500, 10, seed=0)
-    Xt, _, _, tau_t, _ = methods_sim(1000, 10, seed=1)
+    X, T, Y, tau, _e = simulate_cate_problem(1500, 10, seed=0)
+    Xt, _, _, tau_t, _ = simulate_cate_problem(1000, 10, seed=1)
     model = CausalForest(n_estimators=100, n_folds=3, n_jobs=1, random_state=0).fit(X, T, Y)
     return model, X, T, Y, tau, Xt, tau_t
 
