@@ -49,15 +49,34 @@ def _log(quiet: bool):
     return lambda message: console.log(message)
 
 
+def _num(value: float | None, spec: str) -> str:
+    """``value`` formatted, or a dash when it is missing (e.g. a RATE ratio with SE 0)."""
+    return "–".rjust(int(spec.split(".")[0] or 0)) if value is None else format(value, spec)
+
+
 def _summary(results: dict) -> None:
-    rate = results.get("rate", {})
+    rate = results.get("rate") or {}
     table = rate.get("table", [])
     if table:
         console.print("[bold]RATE on held-out units[/bold] (estimate, SE, ratio):")
         for row in table:
             console.print(
-                f"  {row['combination']:<24} {row['estimate']:8.3f} {row['std_err']:8.3f} {row['ratio']:7.2f}"
+                f"  {row['combination']:<24} {_num(row.get('estimate'), '8.3f')} "
+                f"{_num(row.get('std_err'), '8.3f')} {_num(row.get('ratio'), '7.2f')}"
             )
+    seq = rate.get("sequential_cv")
+    if seq:
+        console.print(
+            f"sequential cross-fitted RATE test over {seq['n_folds']} folds: statistic "
+            f"{_num(seq.get('statistic'), '.2f')}, p = {_num(seq.get('p_value'), '.3g')}"
+        )
+    panel = results.get("panel") or {}
+    if panel.get("effects"):
+        console.print("[bold]Panel effects[/bold] (estimate, SE):")
+        for row in panel["effects"]:
+            console.print(f"  {row['method']:<12} {_num(row.get('estimate'), '8.3f')} {_num(row.get('std_err'), '8.3f')}")
+        if panel.get("truth") is not None:
+            console.print(f"  {'truth':<12} {_num(panel['truth'], '8.3f')}")
     cate = results.get("cate", {})
     if "corr_with_true_tau_held_out" in cate:
         console.print(f"correlation of estimated with true tau (held out): {cate['corr_with_true_tau_held_out']:.3f}")
@@ -69,14 +88,22 @@ def _summary(results: dict) -> None:
 
 @app.command()
 def demo(
-    run_dir: Annotated[Path, typer.Option("--run-dir", help="Output folder.")] = Path("runs/demo"),
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Output folder (default runs/STUDY).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated study and every model.")] = 0,
+    study: Annotated[
+        str, typer.Option(help="Built-in study: 'trial' (randomized trial, CATE and RATE) or 'panel' "
+                          "(programme placement over several periods, TWFE and IPW).")
+    ] = "trial",
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the whole pipeline on the built-in simulated study and write a report."""
+    """Run the whole pipeline on a built-in simulated study and write a report."""
     from eocausal.pipeline import run_pipeline
 
-    path = resources.files("eocausal") / "configs" / "demo.yaml"
+    files = {"trial": "demo.yaml", "panel": "panel.yaml"}
+    if study not in files:
+        raise EocausalError(f"--study must be one of {sorted(files)}; got {study!r}")
+    run_dir = run_dir or Path("runs") / ("demo" if study == "trial" else study)
+    path = resources.files("eocausal") / "configs" / files[study]
     with resources.as_file(path) as cfg_path:
         cfg = load_config(cfg_path, overrides={"run_dir": str(run_dir.resolve()), "seed": seed})
     result = run_pipeline(cfg, log=_log(quiet), progress=not quiet)

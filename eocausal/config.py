@@ -47,9 +47,13 @@ class _Strict(BaseModel):
 
 
 class SimulateConfig(_Strict):
-    """The built-in simulated study (scene GeoTIFF + randomized trial with known tau)."""
+    """The built-in simulated study: a scene GeoTIFF and, on it, a randomized trial with
+    known tau (``design: trial``) or a programme-placement panel with a known effect
+    (``design: panel``, see :func:`eocausal.simulate.make_panel_study`)."""
 
+    design: Literal["trial", "panel"] = "trial"
     n_units: Annotated[int, Field(ge=50)] = 2000
+    n_periods: Annotated[int, Field(ge=2, le=50)] = 6
     scene_size: Annotated[int, Field(ge=256, le=8192)] = 1024
 
 
@@ -72,6 +76,7 @@ class StudyConfig(_Strict):
     propensity: Annotated[float, Field(gt=0, lt=1)] | None = None
     propensity_col: str | None = None
     true_effect_col: str | None = None
+    time_col: str | None = None
     missing_covariates: Literal["error", "exclude"] = "error"
 
     @model_validator(mode="after")
@@ -149,8 +154,14 @@ class FeaturesConfig(_Strict):
 
 
 class EstimateConfig(_Strict):
-    """The CATE learner."""
+    """The design and the CATE learner.
 
+    ``design: cross_section`` (one row per unit): CATE, ATE and RATE. ``design: panel``
+    (one row per unit and period, ``study.time_col``): two-way fixed effects and Hajek
+    IPW with image propensities (see :func:`eocausal.estimate.panel_effects`).
+    """
+
+    design: Literal["cross_section", "panel"] = "cross_section"
     learner: Literal["causal_forest", "dr_learner", "t_learner"] = "causal_forest"
     n_estimators: Annotated[int, Field(ge=4)] = 400
     min_samples_leaf: Annotated[int, Field(ge=1)] = 10
@@ -158,8 +169,18 @@ class EstimateConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    """Honest evaluation of heterogeneity."""
+    """Honest evaluation of heterogeneity.
 
+    ``protocol: single_split``: the RATE of the CATE model fitted on a training half,
+    scored on the held-out half. ``protocol: sequential_cv``: in addition, grf's
+    sequential cross-fitted RATE test over ``n_folds`` folds of all analysed units
+    (:func:`eocausal.evaluate.rate_sequential_cv`), reported as the headline test;
+    per-unit CATEs, the calibration test and the scale comparison still come from the
+    single split.
+    """
+
+    protocol: Literal["single_split", "sequential_cv"] = "single_split"
+    n_folds: Annotated[int, Field(ge=2, le=20)] = 5
     target: Literal["AUTOC", "QINI"] = "AUTOC"
     n_bootstrap: Annotated[int, Field(ge=10)] = 200
     test_size: Annotated[float, Field(gt=0, lt=1)] = 0.5
@@ -242,6 +263,16 @@ class RunConfig(_Strict):
         known_scales = {s.name for s in self.imagery.scales}
         if self.image_types.scale is not None and self.image_types.scale not in known_scales:
             raise ValueError(f"image_types.scale {self.image_types.scale!r} is not a scale; known: {sorted(known_scales)}")
+        if self.estimate.design == "panel":
+            if self.study.time_col is None and not (simulated and self.study.simulate.design == "panel"):
+                raise ValueError("`estimate.design: panel` needs `study.time_col` (the period column)")
+            if self.debias is not None:
+                raise ValueError(
+                    "`debias` is not supported with `estimate.design: panel` yet; correct the "
+                    "predicted outcome before the run, or use `estimate.design: cross_section`"
+                )
+        if simulated and self.study.simulate.design == "panel" and self.estimate.design != "panel":
+            raise ValueError("`study.simulate.design: panel` needs `estimate.design: panel`")
         if self.features.scales is not None:
             known = {s.name for s in self.imagery.scales}
             unknown = [s for s in self.features.scales if s not in known]

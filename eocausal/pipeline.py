@@ -47,6 +47,9 @@ __all__ = ["RunResult", "run_pipeline", "prepare_study", "run_chips", "run_embed
 
 Log = Callable[[str], None]
 
+#: period column of the built-in panel (:func:`eocausal.simulate.make_panel_study`)
+PANEL_TIME_COL = "period"
+
 
 def _nolog(message: str) -> None:
     return None
@@ -65,6 +68,8 @@ class PreparedStudy:
     exclusions: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame({"unit_id": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
     )
+    panel: pd.DataFrame | None = None
+    time_col: str | None = None
 
 
 @dataclass
@@ -133,7 +138,27 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
 
     s = cfg.study
     imagery_paths = list(cfg.imagery.paths)
-    if s.simulate is not None:
+    time_col = s.time_col
+    if s.simulate is not None and s.simulate.design == "panel":
+        from eocausal.simulate import make_panel_study
+
+        log(f"simulating the built-in panel ({s.simulate.n_units} units x {s.simulate.n_periods} periods) ...")
+        sim = make_panel_study(
+            cfg.run_dir / "study",
+            seed=cfg.seed,
+            n_units=s.simulate.n_units,
+            n_periods=s.simulate.n_periods,
+            scene_size=s.simulate.scene_size,
+        )
+        units_path = sim.units_path
+        imagery_paths = [sim.scene_path]
+        time_col = time_col or PANEL_TIME_COL
+        description = (
+            "Built-in panel: a simulated Landsat-like scene and a programme placed where the "
+            f"images show more settlement; {s.simulate.n_units} units observed over "
+            f"{s.simulate.n_periods} periods with an imputed outcome; the true effect is known."
+        )
+    elif s.simulate is not None:
         from eocausal.simulate import make_demo_study
 
         log(f"simulating the built-in study ({s.simulate.n_units} units) ...")
@@ -177,12 +202,16 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
             excluded = pd.DataFrame({"unit_id": table.loc[bad, s.id_col].astype(str).to_numpy(), "reason": reasons})
             table = table.loc[~bad].reset_index(drop=True)
             log(f"{int(bad.sum())} units excluded for missing covariates (study.missing_covariates: exclude)")
+    panel = None
+    if cfg.estimate.design == "panel":
+        table, panel = _panel_unit_rows(table, cfg, time_col, units_path)
     geo = cfg.imagery.source != "precut"
     units = StudyUnits.from_frame(
         table,
         id_col=s.id_col,
         treatment_col=s.treatment_col,
-        outcome_col=s.outcome_col if cfg.debias is None else cfg.debias.predicted_col,
+        outcome_col=(None if panel is not None
+                     else s.outcome_col if cfg.debias is None else cfg.debias.predicted_col),
         covariate_cols=covariates or None,
         cluster_col=s.cluster_col,
         weight_col=s.weight_col,
@@ -231,7 +260,45 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
         min_valid_fraction=im.min_valid_fraction,
         qa_mask=im.qa_mask,
     )
-    return PreparedStudy(units, table, source, spec, imagery_paths, description, excluded)
+    return PreparedStudy(units, table, source, spec, imagery_paths, description, excluded, panel, time_col)
+
+
+def _panel_unit_rows(table: pd.DataFrame, cfg: RunConfig, time_col: str, path: Any
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per unit of a long panel (for chips and propensities), and the checked panel.
+
+    The unit row carries the unit's location, its time-invariant covariates and, as the
+    treatment, whether the programme ever reached it.
+    """
+    s = cfg.study
+    needed = [s.id_col, time_col, s.treatment_col, s.outcome_col]
+    missing = [c for c in needed if c is None or c not in table.columns]
+    if missing:
+        raise ConfigError(
+            f"config field `study`: the panel needs columns {needed} (id, `time_col`, "
+            f"`treatment_col`, `outcome_col`); {missing} are not in {path}"
+        )
+    panel = table.assign(**{s.id_col: table[s.id_col].astype(str)})
+    dup = panel.duplicated([s.id_col, time_col])
+    if dup.any():
+        rows = panel.loc[dup, [s.id_col, time_col]].head(5).to_dict(orient="records")
+        raise ConfigError(
+            f"config field `study.time_col`: {int(dup.sum())} rows repeat a (unit, period) pair "
+            f"in {path}, e.g. {rows}; keep one row per unit and period"
+        )
+    coords = [c for c in (s.lon_col, s.lat_col, s.image_key_col) if c is not None and c in panel.columns]
+    moving = panel.groupby(s.id_col)[coords].nunique(dropna=False).gt(1).any(axis=1) if coords else None
+    if moving is not None and moving.any():
+        bad = moving[moving].index[:5].tolist()
+        raise ConfigError(
+            f"config field `study`: the location ({coords}) changes over time for {int(moving.sum())} "
+            f"units of the panel in {path} (e.g. {bad}); a panel unit has one location"
+        )
+    panel = panel.sort_values([s.id_col, time_col], kind="stable").reset_index(drop=True)
+    ever = panel.groupby(s.id_col, sort=False)[s.treatment_col].max()
+    units = panel.drop_duplicates(s.id_col).reset_index(drop=True)
+    units[s.treatment_col] = units[s.id_col].map(ever).to_numpy()
+    return units, panel
 
 
 def run_chips(
@@ -354,16 +421,23 @@ def _make_learner(cfg: RunConfig, propensity: Any):
 
 def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) -> RunResult:
     """Run every stage of ``cfg`` and write the run folder (see the module docstring)."""
-    from eocausal.estimate import aipw_ate, hajek_ipw_ate, overlap_diagnostics
+    from eocausal.estimate import (
+        aipw_ate,
+        estimate_propensity,
+        hajek_ipw_ate,
+        hajek_weights,
+        overlap_diagnostics,
+    )
     from eocausal.evaluate import (
         best_linear_projection,
         calibration_test,
         compare_scales,
         plot_scale_comparison,
         plot_toc,
+        rate_sequential_cv,
     )
     from eocausal.features import MultiScaleFeatures
-    from eocausal.report import plot_cate_distribution, plot_cate_map, render_report, save_figure
+    from eocausal.report import plot_cate_distribution, plot_cate_map, save_figure
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -374,7 +448,7 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     )
 
     study = prepare_study(cfg, log=log)
-    if study.units.treatment is None or study.units.outcome is None:
+    if study.units.treatment is None or (study.units.outcome is None and study.panel is None):
         raise ConfigError("config field `study`: effects need `treatment_col` and `outcome_col`")
     timings["prepare"] = time.perf_counter() - t0
     dataset, preview = run_chips(cfg, study, log=log)
@@ -391,6 +465,11 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     ids = np.array([u for u in study.units.unit_id if u in emb_ids], dtype=str)
     units = study.units.subset(ids)
     emb = emb_result.embeddings.subset(ids)
+    if study.panel is not None:
+        results = _analyse_panel(cfg, study, ids, units, emb, exclusions, encoder, emb_result, log)
+        timings["panel"] = time.perf_counter() - t0 - sum(timings.values())
+        figures = {"chips": (Path(preview), "Sample chips at every scale.")}
+        return _finish(cfg, results, figures, timings, t0, log)
     T = units.treatment.astype(int)
     Y = units.outcome.astype(float)
     clusters = units.clusters
@@ -409,17 +488,33 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         else None
     )
 
-    debias_result = None
-    naive_Y = None
+    # -- one propensity for every estimate: known, a column, or cross-fitted from the image
+    # features and covariates of all analysed units (no outcome involved)
+    f, ev = cfg.features, cfg.evaluate
+    builder_all = MultiScaleFeatures(
+        scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
+    ).fit(emb, covariates)
+    X_all = builder_all.transform(emb, covariates).X
+    estimated_propensity = propensity is None
+    if estimated_propensity:
+        log("propensity of treatment from the image features and covariates (cross-fitted) ...")
+        propensity = estimate_propensity(
+            X_all, T, n_folds=cfg.estimate.n_folds, clusters=clusters, sample_weight=weights,
+            seed=cfg.seed,
+        )
+
+    debias_result = correction = None
     if cfg.debias is not None:
-        debias_result, naive_Y, Y = _debias(cfg, study, ids, T, Y, propensity, log)
+        debias_result, _, Y, correction = _debias(
+            cfg, study, ids, T, Y, propensity, clusters, weights,
+            X_all if estimated_propensity else None, log,
+        )
 
     # -- honest protocol (eocausal.evaluate.compare_scales): one split; per combination of
     # scales, features and CATE model fitted on the training half, priorities on the held-out
     # half; one evaluation model fitted on the held-out half gives the doubly robust scores
     # that score every combination with the same bootstrap draws. The all-scales model is the
     # run's CATE model.
-    f, ev = cfg.features, cfg.evaluate
     scale_emb = emb if f.scales is None else Embeddings(ids, {s: emb.block(s) for s in f.scales}, emb.metadata)
     all_name = "+".join(scale_emb.scales)
     compare = ev.compare_scales and len(scale_emb.scales) > 1
@@ -458,61 +553,80 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     def part(a: Any, idx: np.ndarray) -> Any:
         return a[idx] if isinstance(a, np.ndarray) else a
 
+    sequential = None
+    if ev.protocol == "sequential_cv":
+        log(f"sequential cross-fitted RATE over {ev.n_folds} folds of all analysed units ...")
+        sequential = rate_sequential_cv(
+            _make_learner(cfg, propensity), X_all, T, Y, n_folds=ev.n_folds, clusters=clusters,
+            sample_weight=weights, target=ev.target, n_bootstrap=ev.n_bootstrap, seed=cfg.seed,
+        )
+
     timings["cate_and_rate"] = time.perf_counter() - t0 - sum(timings.values())
 
     # -- ATE on all analysed units (cross-fitted)
     log("average treatment effect (AIPW, cross-fitted on all analysed units) ...")
-    builder_all = MultiScaleFeatures(
-        scales=f.scales, pca_components=f.pca_components, standardize=f.standardize
-    ).fit(emb, covariates)
-    X_all = builder_all.transform(emb, covariates).X
     all_model = _make_learner(cfg, propensity).fit(
         X_all, T, Y, clusters=clusters, sample_weight=weights
     )
-    ate = aipw_ate(
-        Y,
-        T,
-        all_model.propensity_oof_,
-        outcome_hat=all_model.outcome_oof_,
-        effect=all_model.effect_oof_,
-        clusters=clusters,
-        sample_weight=weights,
-    )
+    m_all, tau_all = all_model.outcome_oof_, all_model.effect_oof_
+    ate = aipw_ate(Y, T, propensity, outcome_hat=m_all, effect=tau_all, clusters=clusters,
+                   sample_weight=weights)
     ate_rows = [{"method": "AIPW (cross-fitted)", **_ci_row(ate.to_dict())}]
     overlap = None
-    if propensity is None:
+    if estimated_propensity:
         # observational design: propensities from the image features and covariates
-        # (cross-fitted ridge logistic), Hajek IPW as the design-based comparator
-        overlap = overlap_diagnostics(all_model.propensity_oof_, T, warn=False).to_dict()
-        ipw = hajek_ipw_ate(
-            Y, T, all_model.propensity_oof_, clusters=clusters, sample_weight=weights,
-            n_bootstrap=ev.n_bootstrap, seed=cfg.seed, warn_overlap=False,
-        )
+        # (cross-fitted ridge logistic), Hajek IPW as the design-based comparator; its SE
+        # accounts for the estimation of the propensity (projection on the logistic scores)
+        overlap = overlap_diagnostics(propensity, T, warn=False).to_dict()
+        ipw = hajek_ipw_ate(Y, T, propensity, clusters=clusters, sample_weight=weights,
+                            propensity_features=X_all, warn_overlap=False)
         ate_rows.append({"method": "Hajek IPW (image propensity)", **_ci_row(ipw.to_dict())})
-    dm = _difference_in_means(Y, T, clusters)
-    ate_rows.append({"method": "difference in means", **dm})
-    if tau_true is not None:
-        ate_rows.append({"method": "truth (mean of tau_true)", "estimate": float(np.mean(tau_true))})
+    ate_rows.append({"method": "difference in means", **_difference_in_means(Y, T, clusters, weights)})
     debias_block = None
-    if debias_result is not None and naive_Y is not None:
-        # naive and corrected outcomes through the same estimator (Hajek IPW), side by side;
-        # the corrected SE includes a bootstrap of the calibration set
+    if correction is not None:
+        # every ATE row on the corrected outcome carries the correction's uncertainty: the
+        # correction refitted on resampled calibration pairs, the estimate recomputed with
+        # the nuisances and propensities held fixed, SE = sqrt(sampling^2 + calibration^2)
+        w_all = np.ones(len(T)) if weights is None else weights
+        linear = [hajek_weights(T, propensity, sample_weight=weights)] if estimated_propensity else []
+        linear.append(hajek_weights(T, float(np.sum(w_all * T) / np.sum(w_all)), sample_weight=weights))
+
+        def ate_statistic(y: np.ndarray) -> np.ndarray:
+            aipw = aipw_ate(y, T, propensity, outcome_hat=m_all, effect=tau_all,
+                            sample_weight=weights, warn_overlap=False).estimate
+            return np.array([aipw] + [float(v @ y) for v in linear])
+
+        boot = correction.bootstrap(ate_statistic)
+        ate_rows = [_add_correction_se(row, row["std_err"], cse)
+                    for row, cse in zip(ate_rows, boot.std_err)]
         side = debias_result["side_by_side"]
         rows = [
             {"outcome": "naive (predicted), IPW", "estimate": side["naive"], "std_err": side["naive_se"]},
-            {"outcome": f"corrected ({debias_result['method']}), IPW", "estimate": side["corrected"],
-             "std_err": side["corrected_se"], "ci_lower": side["ci_lower"], "ci_upper": side["ci_upper"]},
-            {"outcome": f"corrected ({debias_result['method']}), AIPW", **_ci_row(ate.to_dict())},
+            {"outcome": f"corrected ({debias_result['method']}), IPW", **_ci_row(side),
+             "sampling_se": side["sampling_se"], "calibration_se": side["calibration_se"]},
+            {"outcome": f"corrected ({debias_result['method']}), AIPW", **ate_rows[0]},
         ]
         if debias_result.get("ppi") is not None:
             rows.append({"outcome": "PPI++ (fresh labels)", **_ci_row(debias_result["ppi"])})
-        debias_block = {"method": debias_result["method"], "rows": rows, **debias_result}
+        debias_block = {
+            "method": debias_result["method"], "rows": rows, **debias_result,
+            "se_note": "SEs of estimates on the corrected outcome (here and in the ATE table) are "
+            "sqrt(sampling^2 + calibration^2): the sampling SE with the correction held fixed "
+            "(cluster-robust, weighted) and the calibration SE from a bootstrap of the calibration "
+            f"pairs ({boot.n_bootstrap} draws) that refits the correction and recomputes the "
+            "estimate with nuisances and propensities held fixed. The naive row treats the "
+            "prediction as the outcome.",
+        }
+    if tau_true is not None:
+        ate_rows.append({"method": "truth (mean of tau_true)", "estimate": float(np.mean(tau_true))})
+    # honest calibration test: the run's CATEs (training-half model) on the held-out units,
+    # with the evaluation model's out-of-fold nuisances of those units
     calib = calibration_test(
         Y[test],
         T[test],
         eval_model.outcome_oof_,
         eval_model.propensity_oof_,
-        eval_model.effect_oof_,
+        tau_test,
         clusters=part(clusters, test),
         sample_weight=part(weights, test),
     )
@@ -552,8 +666,9 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     tau_hat[train] = model.effect_oof_
     split = np.where(np.isin(np.arange(len(ids)), test), "held_out", "train")
     cate_frame = pd.DataFrame({"unit_id": ids, "split": split, "tau_hat": tau_hat})
-    cate_frame.loc[test, "tau_lower"] = lo_test
-    cate_frame.loc[test, "tau_upper"] = hi_test
+    # intervals for the model's expected prediction at x (bias not included), not for tau(x)
+    cate_frame.loc[test, "expected_tau_hat_lower"] = lo_test
+    cate_frame.loc[test, "expected_tau_hat_upper"] = hi_test
     if tau_true is not None:
         cate_frame["tau_true"] = tau_true
     _write_csv(cate_frame, run_dir / "cate.csv")
@@ -564,6 +679,13 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         "n_held_out": int(len(test)),
         "mean_tau_hat_held_out": float(np.mean(tau_test)),
         "sd_tau_hat_held_out": float(np.std(tau_test)),
+        "interval_note": (
+            "cate.csv columns expected_tau_hat_lower/expected_tau_hat_upper (held-out units) are "
+            "95% intervals for the model's expected prediction E[tau_hat(x)] (for the causal "
+            "forest: the little-bags variance of Athey, Tibshirani and Wager 2019), NOT for "
+            "tau(x): the model's bias is not included, so they cover tau(x) less often than 95% "
+            "(see docs/benchmarks.md, 'Pointwise CATE intervals')."
+        ),
     }
     if tau_true is not None:
         cate_block["corr_with_true_tau_held_out"] = float(np.corrcoef(tau_test, tau_true[test])[0, 1])
@@ -622,6 +744,17 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
     sc = scale_cmp.to_dict()
     rate_block["table"] = sc["table"]
     rate_block["multiscale_gain"] = sc.get("multiscale_gain")
+    if rate_block["multiscale_gain"] is not None:
+        rate_block["multiscale_gain_note"] = (
+            "The best multi-scale and best single-scale combinations are chosen on the same "
+            "held-out half on which their difference is measured, so the gain is optimistic."
+        )
+    if correction is not None:
+        rate_block["correction_note"] = _correct_rate_block(
+            rate_block, scale_cmp, correction, T, weights, test, ev.target
+        )
+    rate_block["protocol"] = ev.protocol
+    rate_block["sequential_cv"] = sequential.to_dict() if sequential is not None else None
 
     n_treated = int(T.sum())
     results: dict[str, Any] = {
@@ -639,22 +772,26 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
             "rows": ate_rows,
             "aipw": ate.to_dict(),
             "note": "AIPW with cross-fitted outcome and effect models"
-            + (" and the known assignment probability." if propensity is not None else " and estimated propensities.")
+            + (" and estimated propensities (cross-fitted from the image features and covariates)."
+               if estimated_propensity else " and the known assignment probability.")
             + (" Cluster-robust SE." if clusters is not None else ""),
             "overlap": overlap,
         },
         "rate": rate_block,
         "cate": cate_block,
-        "calibration": _calibration_rows(calib.to_dict()),
+        "calibration": {
+            "rows": calib.to_dict()["table"],
+            "n": calib.n,
+            "n_clusters": calib.n_clusters,
+            "note": "The run's CATEs (the model fitted on the training half, as in cate.csv and "
+            "the map) tested on the held-out half, with the evaluation model's out-of-fold "
+            "outcome and propensity estimates of those units (grf's test_calibration; "
+            "one-sided p-values, cluster-robust HC3 SEs).",
+        },
         "best_linear_projection": blp,
         "debias": debias_block,
         "image_types": image_types_block,
-        "exclusions": {
-            "n": int(len(exclusions)),
-            "file": "exclusions.csv",
-            "by_reason": _reason_counts(exclusions["reason"]),
-            "rows": exclusions.to_dict(orient="records"),
-        },
+        "exclusions": _exclusions_block(exclusions),
         "artifacts": {
             "embeddings": str(emb_result.out_dir / "embeddings.parquet"),
             "cate": "cate.csv",
@@ -663,20 +800,127 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True) ->
         },
         "provenance": _provenance(cfg, study, encoder),
     }
+    return _finish(cfg, results, figures, timings, t0, log)
+
+
+def _finish(cfg: RunConfig, results: dict[str, Any], figures: dict[str, tuple[Path, str]],
+            timings: dict[str, float], t0: float, log: Log) -> RunResult:
+    """Write results.json, the report and the run log."""
+    from eocausal.report import render_report
+
     results = _round(results)
-    _write_json(results, run_dir / "results.json")
-    report_path = render_report(results, figures, run_dir / "report.html")
+    _write_json(results, cfg.run_dir / "results.json")
+    report_path = render_report(results, figures, cfg.run_dir / "report.html")
     timings["report"] = time.perf_counter() - t0 - sum(timings.values())
     timings["total"] = time.perf_counter() - t0
-    _write_json({"timings_s": timings, "finished_unix": time.time()}, run_dir / "run_log.json")
+    _write_json({"timings_s": timings, "finished_unix": time.time()}, cfg.run_dir / "run_log.json")
     log(f"done in {timings['total']:.0f} s: {report_path}")
-    return RunResult(run_dir, results, report_path, timings)
+    return RunResult(cfg.run_dir, results, report_path, timings)
+
+
+def _analyse_panel(cfg: RunConfig, study: PreparedStudy, ids: np.ndarray, units: Any, emb: Embeddings,
+                   exclusions: pd.DataFrame, encoder: Any, emb_result: Any, log: Log) -> dict[str, Any]:
+    """Panel design: image propensities of ever being treated, then TWFE and Hajek IPW.
+
+    The propensity of a unit (known, a column, or cross-fitted from its image features and
+    covariates) weights the two-way fixed-effects regression and the Hajek IPW of the
+    unit-level change (:func:`eocausal.estimate.panel_effects`).
+    """
+    from eocausal.estimate import estimate_propensity, overlap_diagnostics, panel_effects
+    from eocausal.features import MultiScaleFeatures
+
+    s, f, ev = cfg.study, cfg.features, cfg.evaluate
+    T = units.treatment.astype(int)
+    covariates = units.covariates if f.include_covariates else None
+    if s.propensity is not None:
+        propensity = np.full(len(ids), float(s.propensity))
+    elif s.propensity_col is not None:
+        propensity = study.table.loc[ids, s.propensity_col].to_numpy(float)
+    else:
+        log("propensity of ever being treated from the image features and covariates (cross-fitted) ...")
+        X = MultiScaleFeatures(scales=f.scales, pca_components=f.pca_components,
+                               standardize=f.standardize).fit(emb, covariates).transform(emb, covariates).X
+        propensity = estimate_propensity(X, T, n_folds=cfg.estimate.n_folds, clusters=units.clusters,
+                                         sample_weight=units.weights, seed=cfg.seed)
+    panel = study.panel[study.panel[s.id_col].isin(set(ids.tolist()))]
+    log(f"panel effects on {len(panel)} unit-periods (TWFE and Hajek IPW with image propensities) ...")
+    effects = panel_effects(
+        panel,
+        unit_col=s.id_col,
+        time_col=study.time_col,
+        treatment_col=s.treatment_col,
+        outcome_col=s.outcome_col,
+        propensity=pd.Series(propensity, index=pd.Index(ids, name=s.id_col)),
+        cluster_col=s.cluster_col,
+        weight_col=s.weight_col,
+        n_bootstrap=ev.n_bootstrap,
+        seed=cfg.seed,
+    )
+    block = effects.to_dict()
+    if s.true_effect_col is not None:
+        treated_rows = panel[s.treatment_col].astype(int) == 1
+        block["truth"] = float(panel.loc[treated_rows, s.true_effect_col].mean())
+    n_treated = int(T.sum())
+    return {
+        "run_dir": str(cfg.run_dir),
+        "study": {
+            "description": study.description,
+            "design": "panel",
+            "n_units": int(study.units.n_units + len(study.exclusions)),
+            "n_analysed": int(len(ids)),
+            "n_excluded": int(len(exclusions)),
+            "n_treated": n_treated,
+            "n_control": int(len(T) - n_treated),
+            "n_periods": int(panel[study.time_col].nunique()),
+            "n_clusters": int(len(np.unique(units.clusters))) if units.clusters is not None else None,
+        },
+        "panel": block,
+        "overlap": overlap_diagnostics(propensity, T, warn=False).to_dict(),
+        "exclusions": _exclusions_block(exclusions),
+        "artifacts": {
+            "embeddings": str(emb_result.out_dir / "embeddings.parquet"),
+            "report": "report.html",
+        },
+        "provenance": _provenance(cfg, study, encoder),
+    }
+
+
+def _exclusions_block(exclusions: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "n": int(len(exclusions)),
+        "file": "exclusions.csv",
+        "by_reason": _reason_counts(exclusions["reason"]),
+        "rows": exclusions.to_dict(orient="records"),
+    }
 
 
 # --------------------------------------------------------------------------- pieces
+@dataclass
+class _Correction:
+    """The correction of the predicted outcome, kept to refit it in calibration bootstraps."""
+
+    predicted: np.ndarray
+    settings: dict[str, Any]
+    n_bootstrap: int
+    seed: int
+
+    def bootstrap(self, statistic: Callable[[np.ndarray], Any]):
+        """:func:`eocausal.debias.correction_bootstrap` of ``statistic`` with this correction."""
+        from eocausal.debias import correction_bootstrap
+
+        return correction_bootstrap(statistic, self.predicted, **self.settings,
+                                    n_bootstrap=self.n_bootstrap, seed=self.seed)
+
+
 def _debias(cfg: RunConfig, study: PreparedStudy, ids: np.ndarray, T: np.ndarray, Y: np.ndarray,
-            propensity: Any, log: Log) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Correct the predicted outcome ``Y``; returns (diagnostics, naive Y, corrected Y)."""
+            propensity: Any, clusters: np.ndarray | None, weights: np.ndarray | None,
+            propensity_features: np.ndarray | None, log: Log
+            ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, _Correction]:
+    """Correct the predicted outcome ``Y``; returns (diagnostics, naive Y, corrected Y, correction).
+
+    The naive and corrected Hajek IPW use the run's propensity (known, a column, or the
+    cross-fitted image propensity with ``propensity_features``), clusters and weights.
+    """
     from eocausal.debias import TweedieCorrection, debias_outcome, debiased_ate, ppi_ate
 
     d = cfg.debias
@@ -685,35 +929,82 @@ def _debias(cfg: RunConfig, study: PreparedStudy, ids: np.ndarray, T: np.ndarray
     missing = [c for c in needed if c not in calib.columns]
     if missing:
         raise ConfigError(f"config field `debias`: columns {missing} are not in {d.calibration}")
-    result = debias_outcome(
-        Y,
-        calibration_predicted=calib[d.calibration_predicted_col].to_numpy(float),
-        calibration_truth=calib[d.calibration_truth_col].to_numpy(float),
-        method=d.method,
-        tweedie=TweedieCorrection(sigma_source=d.sigma_source, density_source=d.density_source),
-        residuals=calib[d.residuals_col].dropna().to_numpy(float) if d.residuals_col else None,
-        seed=cfg.seed,
-    )
+    settings: dict[str, Any] = {
+        "calibration_predicted": calib[d.calibration_predicted_col].to_numpy(float),
+        "calibration_truth": calib[d.calibration_truth_col].to_numpy(float),
+        "tweedie": TweedieCorrection(sigma_source=d.sigma_source, density_source=d.density_source),
+        "residuals": calib[d.residuals_col].dropna().to_numpy(float) if d.residuals_col else None,
+    }
+    result = debias_outcome(Y, method=d.method, seed=cfg.seed, **settings)
+    settings["method"] = result.method
     log(f"debias: predicted outcome corrected with {result.method}")
     side = debiased_ate(
-        Y,
-        T,
-        calibration_predicted=calib[d.calibration_predicted_col].to_numpy(float),
-        calibration_truth=calib[d.calibration_truth_col].to_numpy(float),
-        propensity=propensity,
-        method=result.method,
-        tweedie=TweedieCorrection(sigma_source=d.sigma_source, density_source=d.density_source),
-        residuals=calib[d.residuals_col].dropna().to_numpy(float) if d.residuals_col else None,
-        n_bootstrap=cfg.evaluate.n_bootstrap,
-        seed=cfg.seed,
+        Y, T, propensity=propensity, clusters=clusters, sample_weight=weights,
+        propensity_features=propensity_features, n_bootstrap=cfg.evaluate.n_bootstrap,
+        seed=cfg.seed, **settings,
     )
     out = {"method": result.method, "diagnostics": result.to_dict(), "side_by_side": side.to_dict()}
     if d.fresh_label_col is not None:
         if d.fresh_label_col not in study.table.columns:
             raise ConfigError(f"config field `debias.fresh_label_col`: column {d.fresh_label_col!r} is not in the units file")
         fresh = pd.to_numeric(study.table.loc[ids, d.fresh_label_col], errors="coerce").to_numpy(float)
-        out["ppi"] = ppi_ate(Y, T, fresh, propensity=propensity).to_dict()
-    return out, Y, np.asarray(result.corrected, dtype=float)
+        out["ppi"] = ppi_ate(Y, T, fresh, propensity=propensity, clusters=clusters,
+                             sample_weight=weights).to_dict()
+    correction = _Correction(Y, settings, cfg.evaluate.n_bootstrap, cfg.seed)
+    return out, Y, np.asarray(result.corrected, dtype=float), correction
+
+
+def _correct_rate_block(rate_block: dict[str, Any], scale_cmp: Any, correction: _Correction,
+                        T: np.ndarray, weights: np.ndarray | None, test: np.ndarray, target: str) -> str:
+    """Add the correction's uncertainty to every RATE (and the multi-scale gain) of ``rate_block``.
+
+    The RATE of a fixed ranking is recomputed on doubly robust scores of each refitted
+    correction, with the evaluation model's nuisances held fixed; the calibration SD is
+    combined with the half-sample bootstrap SE, and the ratios are recomputed.
+    """
+    from scipy.stats import norm
+
+    from eocausal.estimate import dr_scores
+    from eocausal.evaluate import rate
+
+    ev_model = scale_cmp.evaluator
+    names = list(scale_cmp.priorities)
+    gain = rate_block.get("multiscale_gain")
+    w_test = None if weights is None else weights[test]
+
+    def statistic(y: np.ndarray) -> np.ndarray:
+        g = dr_scores(y[test], T[test], ev_model.propensity_oof_, ev_model.outcome_oof_, ev_model.effect_oof_)
+        est = {n: rate(g, scale_cmp.priorities[n], target=target, n_bootstrap=0, sample_weight=w_test).estimate
+               for n in names}
+        extra = [est[gain["best_multi"]] - est[gain["best_single"]]] if gain else []
+        return np.array([est[n] for n in names] + extra)
+
+    boot = correction.bootstrap(statistic)
+    cse = dict(zip(names, boot.std_err))
+    rows = [*rate_block["table"], rate_block["main"]] + ([gain] if gain else [])
+    keys = [r["combination"] for r in rate_block["table"]] + [rate_block["main"]["name"]]
+    for row, key in zip(rows, keys + ["gain"]):
+        c = float(boot.std_err[-1]) if key == "gain" else float(cse[key])
+        se = float(np.hypot(row["std_err"], c))
+        ratio = row["estimate"] / se if se > 0 else None
+        row.update(sampling_se=row["std_err"], calibration_se=c, std_err=se, ratio=ratio,
+                   p_value=None if ratio is None else float(2.0 * norm.sf(abs(ratio))))
+    return (
+        "The outcome is a corrected prediction: each SE is sqrt(half-sample bootstrap SE^2 + "
+        "calibration SE^2), the calibration SE from refitting the correction on "
+        f"{boot.n_bootstrap} bootstrap resamples of the calibration pairs and recomputing each "
+        "RATE with the rankings and the evaluation model's nuisances held fixed; ratios use "
+        "this SE."
+    )
+
+
+def _add_correction_se(row: dict[str, Any], sampling_se: float, calibration_se: float) -> dict[str, Any]:
+    """``row`` with SE = sqrt(sampling^2 + calibration^2) and its normal 95% interval."""
+    se = float(np.hypot(sampling_se, calibration_se))
+    z = 1.959963984540054
+    est = float(row["estimate"])
+    return {**row, "std_err": se, "ci_lower": est - z * se, "ci_upper": est + z * se,
+            "sampling_se": float(sampling_se), "calibration_se": float(calibration_se)}
 
 
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:
@@ -732,26 +1023,22 @@ def _ci_row(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _difference_in_means(Y: np.ndarray, T: np.ndarray, clusters: np.ndarray | None) -> dict[str, Any]:
-    """Neyman difference in means with a (cluster-robust) SE, as a model-free comparator."""
+def _difference_in_means(Y: np.ndarray, T: np.ndarray, clusters: np.ndarray | None,
+                         weights: np.ndarray | None) -> dict[str, Any]:
+    """(Weighted) Neyman difference in means with a (cluster-robust) SE, a model-free comparator.
+
+    With weights w: mean_w(Y | W=1) - mean_w(Y | W=0), which is AIPW with the weighted treated
+    share as propensity and the weighted arm means as outcome regressions.
+    """
     from eocausal.estimate import aipw_ate
 
-    p = float(T.mean())
-    res = aipw_ate(Y, T, p, mu0=np.full(len(Y), Y[T == 0].mean()), mu1=np.full(len(Y), Y[T == 1].mean()),
-                   clusters=clusters, warn_overlap=False)
+    w = np.ones(len(Y)) if weights is None else weights
+    p = float(np.sum(w * T) / np.sum(w))
+    mu1 = np.sum(w * T * Y) / np.sum(w * T)
+    mu0 = np.sum(w * (1 - T) * Y) / np.sum(w * (1 - T))
+    res = aipw_ate(Y, T, p, mu0=np.full(len(Y), mu0), mu1=np.full(len(Y), mu1),
+                   clusters=clusters, sample_weight=weights, warn_overlap=False)
     return _ci_row(res.to_dict())
-
-
-def _calibration_rows(d: dict[str, Any]) -> dict[str, Any]:
-    rows = d.get("rows") or d.get("table")
-    if rows is None:
-        rows = [
-            {"term": "mean.forest.prediction", "estimate": d.get("mean_estimate"),
-             "std_err": d.get("mean_std_err"), "p_value": d.get("mean_p_value")},
-            {"term": "differential.forest.prediction", "estimate": d.get("differential_estimate"),
-             "std_err": d.get("differential_std_err"), "p_value": d.get("differential_p_value")},
-        ]
-    return {"rows": rows, "raw": d}
 
 
 def _raster_crs(path: Path) -> str:

@@ -125,6 +125,9 @@ class ScaleComparison:
     evaluator : estimator
         The model fitted on the evaluation half (all scales) whose ``dr_scores_``
         score every combination.
+    priorities : dict of str -> ndarray of shape (n_eval,)
+        Per combination, the training-half model's predicted effects on the
+        evaluation units (the rankings scored).
     """
 
     table: pd.DataFrame
@@ -135,6 +138,7 @@ class ScaleComparison:
     eval_index: np.ndarray = field(repr=False)
     fitted: dict[str, FittedCombination] = field(default_factory=dict, repr=False)
     evaluator: Any = field(default=None, repr=False)
+    priorities: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary: the table, the multi-scale gain and the TOC curves."""
@@ -318,4 +322,4 @@ def compare_scales(
         best_single = singles.loc[singles["estimate"].idxmax(), "combination"]
         best_multi = multis.loc[multis["estimate"].idxmax(), "combination"]
         gain = rate_difference(results[best_multi], results[best_single])
-    return ScaleComparison(table, results, gain, target, train, evaluate, fitted, evaluator)
+    return ScaleComparison(table, results, gain, target, train, evaluate, fitted, evaluator, priorities)

@@ -132,6 +132,43 @@ def render_report(
                 f"{_fmt(overlap.get('ess_treated'), 1)} treated, {_fmt(overlap.get('ess_control'), 1)} control.</p>"
             )
 
+    panel = results.get("panel")
+    if panel:
+        parts.append("<h2>Panel: effect of the programme</h2>")
+        parts.append(
+            _table(
+                panel.get("effects", []),
+                [
+                    ("method", "estimator"),
+                    ("estimate", "estimate"),
+                    ("std_err", "SE"),
+                    ("ci_lower", "95% CI low"),
+                    ("ci_upper", "95% CI high"),
+                    ("n_units", "units"),
+                    ("n_obs", "unit-periods"),
+                    ("estimand", "estimand"),
+                ],
+            )
+        )
+        if panel.get("truth") is not None:
+            parts.append(f'<p class="note">Truth (mean effect over treated unit-periods): '
+                         f'{_fmt(panel.get("truth"))}.</p>')
+        parts.append(
+            '<p class="note">twfe: two-way (unit and period) fixed effects, unweighted. twfe_ipw: '
+            "the same regression with never-treated units weighted by e/(1-e), e the image "
+            "propensity of ever being treated (ATT weights). did_ipw: Hajek IPW of each unit's "
+            "mean post-minus-pre change with the same propensities (Abadie 2005). SEs cluster on "
+            "units (or the cluster column); they treat the propensities as known.</p>"
+        )
+        overlap = results.get("overlap")
+        if overlap:
+            cls = "note" if overlap.get("ok") else "warn"
+            parts.append(
+                f'<p class="{cls}">Propensities of ever being treated range from {_fmt(overlap.get("min"))} '
+                f"to {_fmt(overlap.get('max'))}; effective sample size "
+                f"{_fmt(overlap.get('ess_treated'), 1)} treated, {_fmt(overlap.get('ess_control'), 1)} control.</p>"
+            )
+
     debias = results.get("debias")
     if debias:
         parts.append("<h2>Predicted outcome: naive and corrected</h2>")
@@ -141,7 +178,8 @@ def render_report(
                 [("outcome", "outcome"), ("estimate", "ATE"), ("std_err", "SE")],
             )
         )
-        parts.append(f'<p class="note">Correction: {html.escape(str(debias.get("method")))}.</p>')
+        parts.append(f'<p class="note">Correction: {html.escape(str(debias.get("method")))}. '
+                     f'{html.escape(str(debias.get("se_note") or ""))}</p>')
 
     rate = results.get("rate")
     if rate:
@@ -170,14 +208,37 @@ def render_report(
             parts.append(
                 f'<p class="note">Multi-scale gain ({html.escape(str(gain.get("best_multi")))} '
                 f"vs {html.escape(str(gain.get('best_single')))}): {_fmt(gain.get('estimate'))} "
-                f"(SE {_fmt(gain.get('std_err'))}).</p>"
+                f"(SE {_fmt(gain.get('std_err'))}). "
+                f"{html.escape(str(rate.get('multiscale_gain_note') or ''))}</p>"
+            )
+        if rate.get("correction_note"):
+            parts.append(f'<p class="note">{html.escape(rate["correction_note"])}</p>')
+        seq = rate.get("sequential_cv")
+        if seq:
+            parts.append("<h2>Heterogeneity: sequential cross-fitted RATE test</h2>")
+            parts.append(
+                f'<p class="note">grf\'s sequential cross-fitting over {_fmt(seq.get("n_folds"))} folds of '
+                "all analysed units: for k = 2..K the model fitted on folds 1..k-1 ranks fold k, "
+                "scored with doubly robust scores from a cross-fitted model on all units; "
+                f"statistic = sum of t_k / sqrt(K-1) = {_fmt(seq.get('statistic'))}, two-sided "
+                f"p = {_fmt(seq.get('p_value'))}. This is the run's headline test of heterogeneity "
+                "(evaluate.protocol: sequential_cv).</p>"
+            )
+            parts.append(
+                _table(
+                    [{"fold": f.get("name"), **f} for f in seq.get("folds", [])],
+                    [("fold", "evaluated fold"), ("estimate", "RATE"), ("std_err", "SE")],
+                )
             )
 
     cate = results.get("cate")
     if cate:
         parts.append("<h2>Conditional average treatment effects</h2>")
-        rows = [{"name": k, "value": v} for k, v in cate.items() if not isinstance(v, dict | list)]
+        rows = [{"name": k, "value": v} for k, v in cate.items()
+                if k != "interval_note" and not isinstance(v, dict | list)]
         parts.append(_table(rows, [("name", "quantity"), ("value", "value")]))
+        if cate.get("interval_note"):
+            parts.append(f'<p class="note">{html.escape(cate["interval_note"])}</p>')
 
     types = results.get("image_types")
     if types:
@@ -195,6 +256,8 @@ def render_report(
     calib = results.get("calibration")
     if calib:
         parts.append("<h2>Calibration test (held-out half)</h2>")
+        if calib.get("note"):
+            parts.append(f'<p class="note">{html.escape(calib["note"])}</p>')
         parts.append(
             _table(
                 calib.get("rows", []),
