@@ -32,6 +32,7 @@ from eocausal.estimate.validation import check_clusters, check_outcome, check_sa
 
 __all__ = [
     "DEFAULT_Q",
+    "MIN_CLUSTERS",
     "RATEComparison",
     "RATEResult",
     "compare_priorities",
@@ -42,6 +43,10 @@ __all__ = [
 
 #: grf's default TOC grid, ``seq(0.1, 1, by = 0.1)``, computed as R does.
 DEFAULT_Q = np.minimum(0.1 + np.arange(10) * 0.1, 1.0)
+
+#: Fewest clusters (units, without clusters) the half-sample bootstrap accepts:
+#: grf's ``boot_grf`` stops when ``floor(C / 2) <= 1``, i.e. for C < 4.
+MIN_CLUSTERS = 4
 
 _TARGETS = ("AUTOC", "QINI")
 # grf's tolerance when locating q * W among the cumulative weights.
@@ -234,11 +239,19 @@ def _validate_scores_weights_clusters(dr_scores, clusters, sample_weight):
     else:
         _, codes = np.unique(cl, return_inverse=True)
         n_clusters = int(codes.max()) + 1 if n else 0
-    if n_clusters // 2 <= 1:
-        what = "clusters" if cl is not None else "units"
+    if n_clusters < MIN_CLUSTERS:
+        if cl is not None:
+            fix = (
+                "use finer clusters (e.g. smaller spatial blocks) or evaluate on units "
+                "from more clusters"
+            )
+        else:
+            fix = "evaluate on more units"
+        what = "clusters" if cl is not None else "units (each its own cluster)"
         raise InputDataError(
-            f"The RATE half-sample bootstrap needs at least 4 {what}; got {n_clusters}. "
-            "Evaluate on more units (or coarser clusters' worth of data)."
+            f"The RATE half-sample bootstrap needs at least {MIN_CLUSTERS} {what}; got "
+            f"{n_clusters}. Each replicate keeps floor(C / 2) clusters, and grf's "
+            f"rank_average_treatment_effect.fit also refuses fewer than 2 per replicate; {fix}."
         )
     # grf: unit weights when none are given, else weights normalised to sum to one.
     if weights is None:
@@ -478,7 +491,9 @@ def rate(
     n_bootstrap : int, default=200
         Number of half-sample bootstrap replicates (grf's ``R``).
     clusters : array-like of shape (n,), default=None
-        Cluster labels; the bootstrap draws whole clusters.
+        Cluster labels; the bootstrap draws whole clusters. At least
+        :data:`MIN_CLUSTERS` = 4 clusters (units, without clusters), as in grf:
+        each replicate keeps ``floor(C / 2)`` of them, which must be 2 or more.
     sample_weight : array-like of shape (n,), default=None
         Positive weights of the units.
     seed : int, default=None

@@ -333,6 +333,38 @@ def test_bad_inputs_raise_clear_errors():
         rate_shared_draws(s, {})
 
 
+def test_cluster_minimum_is_grfs_four():
+    """grf's boot_grf stops when floor(C / 2) <= 1: 4 clusters work, 3 do not."""
+    rng = np.random.default_rng(3)
+    scores, prio = rng.normal(size=12), rng.normal(size=12)
+    four = np.repeat(np.arange(4), 3)
+    res = rate(scores, prio, clusters=four, n_bootstrap=200, seed=0)
+    assert res.n_clusters == 4 and res.std_err > 0
+    # Every replicate is the RATE of the units of exactly two of the four clusters.
+    pairs = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+    by_pair = [
+        rate(scores[keep], prio[keep], n_bootstrap=0).estimate
+        for keep in (np.isin(four, pair) for pair in pairs)
+    ]
+    distance = np.abs(res.replicates[:, :1] - np.array(by_pair)[None, :]).min(axis=1)
+    np.testing.assert_allclose(distance, 0.0, atol=1e-12)
+    assert np.std(res.replicates[:, 0], ddof=1) == pytest.approx(res.std_err)
+    three = np.repeat(np.arange(3), 4)
+    for call in (
+        lambda: rate(scores, prio, clusters=three),
+        lambda: compare_priorities(scores, prio, -prio, clusters=three),
+        lambda: rate_shared_draws(scores, {"a": prio}, clusters=three),
+    ):
+        with pytest.raises(InputDataError, match="at least 4 clusters; got 3.*finer clusters"):
+            call()
+    with pytest.raises(InputDataError, match="at least 4 clusters; got 2"):
+        rate(scores, prio, clusters=np.repeat([0, 1], 6))
+    # Without clusters each unit is its own cluster: 4 units work, 3 do not.
+    assert rate(scores[:4], prio[:4], seed=0).n_clusters == 4
+    with pytest.raises(InputDataError, match="at least 4 units.*got 3.*more units"):
+        rate(scores[:3], prio[:3])
+
+
 def test_to_dict_is_json_serialisable():
     import json
 
