@@ -166,13 +166,16 @@ def embed(
 
 @app.command()
 def evaluate(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False) -> None:
-    """Estimate and evaluate heterogeneity (RATE, TOC, scales, calibration) and write the report.
+    """Estimate and evaluate effects (ATE, RATE, scales, calibration) and write the report.
 
-    Reuses the embeddings already in the run folder; only missing work is done.
+    Reuses the embeddings of an earlier `eocausal embed` or `eocausal run` with the same
+    units, imagery and encoder (an error when they are missing or stale), and the fitted
+    models when the estimation settings are unchanged.
     """
     from eocausal.pipeline import run_pipeline
 
-    result = run_pipeline(_load(config, run_dir), log=_log(quiet), progress=not quiet)
+    result = run_pipeline(_load(config, run_dir), log=_log(quiet), progress=not quiet,
+                          reuse_embeddings=True)
     _summary(result.results)
     typer.echo(str(result.report_path))
 

@@ -37,15 +37,25 @@ from eocausal.evaluate.rate import (
     rate_difference,
     rate_shared_draws,
 )
-from eocausal.evaluate.scales import ScaleComparison, compare_scales, scale_combinations
+from eocausal.evaluate.protocol import HonestSplit
+from eocausal.evaluate.scales import (
+    ScaleComparison,
+    ScaleFits,
+    compare_scales,
+    fit_scale_combinations,
+    scale_combinations,
+    score_scale_combinations,
+)
 
 __all__ = [
     "DEFAULT_Q",
     "BLPResult",
+    "HonestSplit",
     "CalibrationResult",
     "RATEComparison",
     "RATEResult",
     "ScaleComparison",
+    "ScaleFits",
     "SequentialCVRATE",
     "SingleSplitRATE",
     "best_linear_projection",
@@ -53,6 +63,7 @@ __all__ = [
     "cluster_robust_hc3",
     "compare_priorities",
     "compare_scales",
+    "fit_scale_combinations",
     "plot_rates",
     "plot_scale_comparison",
     "plot_toc",
@@ -62,4 +73,5 @@ __all__ = [
     "rate_shared_draws",
     "rate_single_split",
     "scale_combinations",
+    "score_scale_combinations",
 ]

@@ -23,84 +23,35 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import norm
-from sklearn.base import clone
 
 from eocausal.errors import EstimationError
-from eocausal.estimate.splitting import make_folds, split_units
+from eocausal.estimate.splitting import make_folds
 from eocausal.estimate.validation import check_treatment_outcome
-from eocausal.evaluate.rate import RATEResult, rate, validate_target
+from eocausal.evaluate.protocol import HonestSplit, derive_seeds, dr_scores_of
+from eocausal.evaluate.rate import MIN_CLUSTERS, RATEResult, rate, validate_target
 
 __all__ = [
     "SequentialCVRATE",
     "SingleSplitRATE",
-    "clone_for",
-    "derive_seeds",
-    "dr_scores_of",
-    "fit_on",
     "rate_sequential_cv",
     "rate_single_split",
 ]
-
-
-def derive_seeds(seed: int | None, k: int) -> list[int]:
-    """``k`` independent integer seeds from one seed (same seed, same seeds)."""
-    state = np.random.SeedSequence(seed).generate_state(k)
-    return [int(s) for s in state]
 
 
 def _part(values, index: np.ndarray):
     return None if values is None else values[index]
 
 
-def clone_for(learner, index: np.ndarray, n: int):
-    """An unfitted clone of ``learner`` for the rows ``index`` of an ``n``-unit sample.
-
-    A ``propensity`` parameter holding one value per unit of the full sample
-    (a known assignment probability per unit) is cut down to the same rows.
-    """
-    model = clone(learner)
-    propensity = model.get_params(deep=False).get("propensity")
-    if isinstance(propensity, np.ndarray) and propensity.ndim == 1 and propensity.size == n:
-        model.set_params(propensity=propensity[index])
-    return model
-
-
-def fit_on(learner, X, T, Y, index, *, clusters=None, sample_weight=None):
-    """Fit a clone of ``learner`` (see :func:`clone_for`) on the rows ``index`` of all inputs.
-
-    Returns
-    -------
-    estimator
-        The fitted clone.
-    """
-    return clone_for(learner, index, len(T)).fit(
-        X[index],
-        T[index],
-        Y[index],
-        clusters=_part(clusters, index),
-        sample_weight=_part(sample_weight, index),
-    )
-
-
-def dr_scores_of(model, n: int) -> np.ndarray:
-    """The fitted ``model``'s out-of-fold ``dr_scores_``, checked to hold ``n`` finite values."""
-    scores = getattr(model, "dr_scores_", None)
-    if scores is None:
-        raise EstimationError(
-            f"{type(model).__name__} has no `dr_scores_` after fit; the evaluation model must "
-            "provide out-of-fold doubly robust scores (see eocausal.estimate)."
-        )
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.shape != (n,):
-        raise EstimationError(
-            f"{type(model).__name__}.dr_scores_ has shape {scores.shape}; expected ({n},)."
-        )
-    if not np.isfinite(scores).all():
-        raise EstimationError(
-            f"{type(model).__name__}.dr_scores_ has {int((~np.isfinite(scores)).sum())} non-finite "
-            "values; check the propensities for values of exactly 0 or 1."
-        )
-    return scores
+def _check_enough_clusters(clusters: np.ndarray | None, parts: list[np.ndarray], where: str) -> None:
+    """Fail before any model is fitted when an evaluated part has too few clusters for RATE."""
+    for index in parts:
+        got = index.size if clusters is None else np.unique(clusters[index]).size
+        if got < MIN_CLUSTERS:
+            what = "units" if clusters is None else "clusters"
+            raise EstimationError(
+                f"RATE's half-sample bootstrap needs at least {MIN_CLUSTERS} {what} in {where} "
+                f"(one part has {got}); use more units or finer clusters."
+            )
 
 
 def _effect(model, X) -> np.ndarray:
@@ -230,15 +181,13 @@ def rate_single_split(
     """
     target = validate_target(target)
     data = check_treatment_outcome(T, Y, X=X, clusters=clusters, sample_weight=sample_weight)
-    n = data.T.size
-    split_seed, boot_seed = derive_seeds(seed, 2)
-    train, evaluate = split_units(
-        n, test_size=test_size, clusters=data.clusters, stratify=data.T, seed=split_seed
-    )
+    protocol = HonestSplit(test_size=test_size, seed=seed)
+    train, evaluate = protocol.split(data.T, data.clusters)
+    _check_enough_clusters(data.clusters, [evaluate], "the evaluation part (raise `test_size`)")
     kw = {"clusters": data.clusters, "sample_weight": data.sample_weight}
-    prioritiser = fit_on(learner, data.X, data.T, data.Y, train, **kw)
+    prioritiser = protocol.fit_part(learner, data.X[train], data.T, data.Y, train, **kw)
     priorities = _effect(prioritiser, data.X[evaluate])
-    evaluator = fit_on(learner, data.X, data.T, data.Y, evaluate, **kw)
+    evaluator = protocol.fit_part(learner, data.X[evaluate], data.T, data.Y, evaluate, **kw)
     scores = dr_scores_of(evaluator, evaluate.size)
     result = rate(
         scores,
@@ -247,7 +196,7 @@ def rate_single_split(
         n_bootstrap=n_bootstrap,
         clusters=_part(data.clusters, evaluate),
         sample_weight=_part(data.sample_weight, evaluate),
-        seed=boot_seed,
+        seed=protocol.bootstrap_seed,
     )
     return SingleSplitRATE(result, train, evaluate, priorities, scores)
 
@@ -302,15 +251,18 @@ def rate_sequential_cv(
     n = data.T.size
     fold_seed, boot_seed = derive_seeds(seed, 2)
     folds = make_folds(n, n_folds, clusters=data.clusters, stratify=data.T, seed=fold_seed)
+    _check_enough_clusters(
+        data.clusters, [np.flatnonzero(folds == k) for k in range(1, n_folds)], "every fold; lower `n_folds`"
+    )
     kw = {"clusters": data.clusters, "sample_weight": data.sample_weight}
     everyone = np.arange(n)
-    scores = dr_scores_of(fit_on(learner, data.X, data.T, data.Y, everyone, **kw), n)
+    scores = dr_scores_of(HonestSplit.fit_part(learner, data.X, data.T, data.Y, everyone, **kw), n)
     results: list[RATEResult] = []
     t_stats = []
     for k in range(1, n_folds):
         train = np.flatnonzero(folds < k)
         test = np.flatnonzero(folds == k)
-        model = fit_on(learner, data.X, data.T, data.Y, train, **kw)
+        model = HonestSplit.fit_part(learner, data.X[train], data.T, data.Y, train, **kw)
         res = rate(
             scores[test],
             _effect(model, data.X[test]),

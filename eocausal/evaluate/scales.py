@@ -20,9 +20,8 @@ import pandas as pd
 
 from eocausal.embeddings import Embeddings
 from eocausal.errors import InputDataError
-from eocausal.estimate.splitting import split_units
 from eocausal.estimate.validation import check_treatment_outcome
-from eocausal.evaluate.honest import clone_for, derive_seeds, dr_scores_of
+from eocausal.evaluate.protocol import HonestSplit, dr_scores_of
 from eocausal.evaluate.rate import (
     RATEComparison,
     RATEResult,
@@ -32,7 +31,14 @@ from eocausal.evaluate.rate import (
 )
 from eocausal.features import MultiScaleFeatures, align_covariates
 
-__all__ = ["ScaleComparison", "compare_scales", "scale_combinations"]
+__all__ = [
+    "ScaleComparison",
+    "ScaleFits",
+    "compare_scales",
+    "fit_scale_combinations",
+    "scale_combinations",
+    "score_scale_combinations",
+]
 
 _TOKENS = ("singles", "pairs", "all")
 
@@ -249,35 +255,83 @@ def compare_scales(
     detect effect heterogeneity using Earth observation and computer vision",
     CLeaR 2025.
     """
+    target = validate_target(target)
+    fits = fit_scale_combinations(
+        embeddings, T, Y, learner=learner, covariates=covariates, combinations=combinations,
+        pca_components=pca_components, standardize=standardize, clusters=clusters,
+        sample_weight=sample_weight, protocol=HonestSplit(test_size=test_size, seed=seed),
+    )
+    clusters = None if clusters is None else np.asarray(clusters)
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    return score_scale_combinations(
+        fits, clusters=clusters, sample_weight=weights, target=target, n_bootstrap=n_bootstrap
+    )
+
+
+@dataclass
+class ScaleFits:
+    """The models of every scale combination on one honest split (before scoring).
+
+    Attributes
+    ----------
+    protocol : HonestSplit
+    combinations : list of tuple of str
+    train_index, eval_index : ndarray of int
+        Rows (in the order of the embeddings) of the two parts.
+    priorities : dict of str -> ndarray of shape (n_eval,)
+        Per combination, the training-part model's predicted effects on the evaluation units.
+    dr_scores : ndarray of shape (n_eval,)
+        Out-of-fold doubly robust scores of the evaluation model (all scales).
+    fitted : dict of str -> FittedCombination
+        Per combination, the feature builder and CATE model fitted on the training part.
+    evaluator : estimator
+        The model cross-fitted on the evaluation part (all scales).
+    """
+
+    protocol: HonestSplit
+    combinations: list[tuple[str, ...]]
+    train_index: np.ndarray = field(repr=False)
+    eval_index: np.ndarray = field(repr=False)
+    priorities: dict[str, np.ndarray] = field(repr=False)
+    dr_scores: np.ndarray = field(repr=False)
+    fitted: dict[str, FittedCombination] = field(default_factory=dict, repr=False)
+    evaluator: Any = field(default=None, repr=False)
+
+
+def fit_scale_combinations(
+    embeddings: Embeddings,
+    T,
+    Y,
+    *,
+    learner,
+    protocol: HonestSplit,
+    covariates: pd.DataFrame | None = None,
+    combinations="singles+pairs+all",
+    pca_components=None,
+    standardize: bool = True,
+    clusters=None,
+    sample_weight=None,
+) -> ScaleFits:
+    """Fit the CATE model of every combination on the training part of ``protocol``.
+
+    Parameters are those of :func:`compare_scales`; the split comes from ``protocol``.
+    Features (PCA, standardisation) are fitted on the training units only; the
+    evaluation model (all scales, its own features fitted on the evaluation units)
+    gives the doubly robust scores that every combination is scored with.
+    """
     if not isinstance(embeddings, Embeddings):
         raise InputDataError("`embeddings` must be an eocausal.embeddings.Embeddings artifact.")
-    target = validate_target(target)
     combos = scale_combinations(embeddings.scales, combinations)
     ids = embeddings.unit_ids
-    n = ids.size
     data = check_treatment_outcome(
         T, Y, clusters=clusters, sample_weight=sample_weight, unit_ids=ids
     )
     cov = None if covariates is None else align_covariates(covariates, ids)
-    split_seed, boot_seed = derive_seeds(seed, 2)
-    train, evaluate = split_units(
-        n, test_size=test_size, clusters=data.clusters, stratify=data.T, seed=split_seed
-    )
+    train, evaluate = protocol.split(data.T, data.clusters)
     emb_train, emb_eval = embeddings.subset(ids[train]), embeddings.subset(ids[evaluate])
     cov_train = None if cov is None else cov.iloc[train]
     cov_eval = None if cov is None else cov.iloc[evaluate]
-
-    def part(values, index):
-        return None if values is None else values[index]
-
-    def fit(X, index):
-        return clone_for(learner, index, n).fit(
-            X,
-            data.T[index],
-            data.Y[index],
-            clusters=part(data.clusters, index),
-            sample_weight=part(data.sample_weight, index),
-        )
+    kw = {"clusters": data.clusters, "sample_weight": data.sample_weight}
 
     priorities: dict[str, np.ndarray] = {}
     fitted: dict[str, FittedCombination] = {}
@@ -286,7 +340,7 @@ def compare_scales(
             scales=list(combo), pca_components=pca_components, standardize=standardize
         )
         builder.fit(emb_train, cov_train)
-        model = fit(builder.transform(emb_train, cov_train).X, train)
+        model = protocol.fit_part(learner, builder.transform(emb_train, cov_train).X, data.T, data.Y, train, **kw)
         effect = model.effect(builder.transform(emb_eval, cov_eval).X)
         priorities[_combo_name(combo)] = np.asarray(effect, dtype=np.float64).reshape(-1)
         fitted[_combo_name(combo)] = FittedCombination(builder, model)
@@ -294,21 +348,41 @@ def compare_scales(
         scales=embeddings.scales, pca_components=pca_components, standardize=standardize
     )
     all_scales.fit(emb_eval, cov_eval)
-    evaluator = fit(all_scales.transform(emb_eval, cov_eval).X, evaluate)
+    evaluator = protocol.fit_part(
+        learner, all_scales.transform(emb_eval, cov_eval).X, data.T, data.Y, evaluate, **kw
+    )
     scores = dr_scores_of(evaluator, evaluate.size)
+    return ScaleFits(protocol, combos, train, evaluate, priorities, scores, fitted, evaluator)
+
+
+def score_scale_combinations(
+    fits: ScaleFits,
+    *,
+    clusters: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
+    target: str = "AUTOC",
+    n_bootstrap: int = 200,
+) -> ScaleComparison:
+    """RATE of every combination of ``fits`` on the same draws, and the multi-scale gain.
+
+    ``clusters`` and ``sample_weight`` hold every unit (the evaluation rows are taken here);
+    the draws are seeded by ``fits.protocol.bootstrap_seed``.
+    """
+    target = validate_target(target)
+    evaluate = fits.eval_index
     results = rate_shared_draws(
-        scores,
-        priorities,
+        fits.dr_scores,
+        fits.priorities,
         target=target,
         n_bootstrap=n_bootstrap,
-        clusters=part(data.clusters, evaluate),
-        sample_weight=part(data.sample_weight, evaluate),
-        seed=boot_seed,
+        clusters=None if clusters is None else clusters[evaluate],
+        sample_weight=None if sample_weight is None else sample_weight[evaluate],
+        seed=fits.protocol.bootstrap_seed,
     )
     table = pd.DataFrame(
         {
             "combination": list(results),
-            "n_scales": [len(c) for c in combos],
+            "n_scales": [len(c) for c in fits.combinations],
             "estimate": [r.estimate for r in results.values()],
             "std_err": [r.std_err for r in results.values()],
             "ratio": [r.ratio for r in results.values()],
@@ -322,4 +396,7 @@ def compare_scales(
         best_single = singles.loc[singles["estimate"].idxmax(), "combination"]
         best_multi = multis.loc[multis["estimate"].idxmax(), "combination"]
         gain = rate_difference(results[best_multi], results[best_single])
-    return ScaleComparison(table, results, gain, target, train, evaluate, fitted, evaluator, priorities)
+    return ScaleComparison(
+        table, results, gain, target, fits.train_index, evaluate, fits.fitted, fits.evaluator,
+        fits.priorities,
+    )

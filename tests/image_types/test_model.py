@@ -1,4 +1,4 @@
-"""Image-type heterogeneity model: recovery of known types and effects, salience, seeds, errors."""
+"""ImageTypeModel: recovery of known types and effects, salience, seeds, invariances, errors."""
 
 from __future__ import annotations
 
@@ -11,53 +11,10 @@ from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from eocausal.errors import EstimationError, InputDataError, NotFittedError
+from eocausal.errors import InputDataError, NotFittedError
 from eocausal.image_types import ImageTypeModel
 
-FAST = {"hidden": 16, "batch_size": 64, "epochs": 50, "lr": 1e-2}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest single-threaded on a shared machine; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def simulate_chips(n: int = 600, *, size: int = 8, shift: float = 0.3, seed: int = 0):
-    """Chips (n, 3, size, size): band 0's brightness decides the type, band 2 the baseline.
-
-    Type A (0): tau = 0, band 0 darker by ``shift``; type B (1): tau = 2, band 0
-    brighter by ``shift``. Band 1 is pure noise. Y = 2 mean(band 2) + W tau + N(0, 0.5^2),
-    W ~ Bernoulli(0.5) independent of everything.
-    """
-    rng = np.random.default_rng(seed)
-    types = rng.integers(0, 2, n)
-    chips = rng.normal(size=(n, 3, size, size)).astype(np.float32)
-    chips[:, 0] += np.where(types == 1, shift, -shift)[:, None, None]
-    T = rng.integers(0, 2, n)
-    tau = np.where(types == 1, 2.0, 0.0)
-    mu0 = 2.0 * chips[:, 2].mean(axis=(1, 2))
-    Y = mu0 + T * tau + rng.normal(scale=0.5, size=n)
-    return chips, T, Y, types, tau, mu0
-
-
-def oracle_type_effects(Y, T, types, mu0):
-    """Per-type difference in means of Y - mu0 with the true types and baseline."""
-    r = Y - mu0
-    return np.array(
-        [r[(types == k) & (T == 1)].mean() - r[(types == k) & (T == 0)].mean() for k in (0, 1)]
-    )
-
-
-@pytest.fixture(scope="module")
-def chip_fit():
-    torch.set_num_threads(1)
-    chips, T, Y, types, tau, mu0 = simulate_chips()
-    model = ImageTypeModel(random_state=0, **FAST).fit(chips, T, Y)
-    return model, (chips, T, Y, types, tau, mu0)
+from .dgp import FAST, oracle_type_effects, simulate_chips, simulate_embeddings
 
 
 def test_recovers_known_types_and_effects_from_chips(chip_fit):
@@ -121,15 +78,7 @@ def test_types_agree_with_kmeans_on_tlearner_effects(chip_fit):
 
 
 def test_embeddings_input_and_covariates():
-    rng = np.random.default_rng(5)
-    n = 600
-    types = rng.integers(0, 2, n)
-    emb = rng.normal(size=(n, 6)).astype(np.float32)
-    emb[:, 0] += np.where(types == 1, 1.0, -1.0)
-    cov = rng.normal(size=(n, 2))
-    T = rng.integers(0, 2, n)
-    tau = np.where(types == 1, 2.0, 0.0)
-    Y = 3.0 * cov[:, 0] + emb[:, 3] + T * tau + rng.normal(scale=0.5, size=n)
+    emb, cov, T, Y, types = simulate_embeddings()
     model = ImageTypeModel(random_state=1, **FAST).fit(emb, T, Y, covariates=cov)
     assert model.input_kind_ == "embeddings" and model.input_shape_ == (6,)
     np.testing.assert_allclose(model.type_effects_["mean"], [0.0, 2.0], atol=0.35)
@@ -138,7 +87,7 @@ def test_embeddings_input_and_covariates():
     with pytest.raises(InputDataError, match="fitted with 2 covariates"):
         model.effect(emb[:10])
     with pytest.raises(InputDataError, match="has 3 columns"):
-        model.effect(emb[:10], rng.normal(size=(10, 3)))
+        model.effect(emb[:10], np.zeros((10, 3)))
     with pytest.raises(InputDataError, match="salience needs chip inputs"):
         model.salience(emb[:10], 1)
 
@@ -232,24 +181,3 @@ def test_not_fitted_and_predict_shape_errors(chip_fit):
         model.predict_proba(np.zeros((2, 3, 16, 16), np.float32))
     with pytest.raises(InputDataError, match="`type_index` must be an int in 0..1"):
         model.salience(chips, 2)
-
-
-def test_save_load_round_trip(chip_fit, tmp_path):
-    model, (chips, *_rest) = chip_fit
-    path = model.save(tmp_path / "types" / "model.pt")
-    loaded = ImageTypeModel.load(path)
-    assert loaded.get_params() == model.get_params()
-    np.testing.assert_array_equal(loaded.predict_proba(chips[:50]), model.predict_proba(chips[:50]))
-    np.testing.assert_array_equal(loaded.salience(chips[:5], 1), model.salience(chips[:5], 1))
-    np.testing.assert_array_equal(loaded.effect_, model.effect_)
-    np.testing.assert_array_equal(loaded.type_effects_.to_numpy(), model.type_effects_.to_numpy())
-    assert loaded.ate_ == model.ate_
-    assert loaded.result().to_dict() == model.result().to_dict()
-    with pytest.raises(EstimationError, match="No image-type model"):
-        ImageTypeModel.load(tmp_path / "missing.pt")
-    torch.save({"format": "something else"}, tmp_path / "other.pt")
-    with pytest.raises(EstimationError, match="not an eocausal image-type model"):
-        ImageTypeModel.load(tmp_path / "other.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(EstimationError, match="could not be read"):
-        ImageTypeModel.load(tmp_path / "junk.pt")
