@@ -147,7 +147,7 @@ def embed(
     Under SLURM, launch one task per GPU with srun (see scripts/slurm_embed.sh); the
     options override the config's encoder section.
     """
-    from eocausal.pipeline import run_embed
+    from eocausal.pipeline import embed_stage, prepare_study
 
     cfg = _load(config, run_dir)
     overrides = {
@@ -160,7 +160,7 @@ def embed(
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg.encoder, key, value)
-    result, _ = run_embed(cfg, log=_log(quiet), progress=not quiet)
+    result = embed_stage(cfg, prepare_study(cfg, log=_log(quiet)), log=_log(quiet), progress=not quiet)
     typer.echo(str(Path(result.out_dir) / "embeddings.parquet"))
 
 

@@ -133,6 +133,8 @@ class EncoderConfig(_Strict):
     name: str = "mosaiks"
     n_features: Annotated[int, Field(ge=2)] = 256
     weights_path: Path | None = None
+    #: sha256 (64 hex digits) that ``weights_path`` must have; required for a timm architecture
+    weights_sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
     cache_dir: Path | None = None
     batch_size: Annotated[int, Field(ge=1)] = 64
     num_workers: Annotated[int, Field(ge=0)] = 0
@@ -141,7 +143,8 @@ class EncoderConfig(_Strict):
     num_nodes: Annotated[int, Field(ge=1)] = 1
     strategy: str = "auto"
     precision: str | None = None
-    temporal: Literal["mean", "concat", "transformer"] = "mean"
+    # the temporal transformer is trained on an outcome (eocausal.encode.temporal_pool, API only)
+    temporal: Literal["mean", "concat"] = "mean"
 
 
 class FeaturesConfig(_Strict):
@@ -278,6 +281,9 @@ class RunConfig(_Strict):
             unknown = [s for s in self.features.scales if s not in known]
             if unknown:
                 raise ValueError(f"features.scales names unknown scales {unknown}; known: {sorted(known)}")
+            repeated = sorted({s for s in self.features.scales if self.features.scales.count(s) > 1})
+            if repeated:
+                raise ValueError(f"features.scales repeats {repeated}; list each scale once")
         return self
 
 

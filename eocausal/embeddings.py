@@ -1,20 +1,35 @@
-"""The Embeddings artifact: one vector per (unit, scale), with provenance.
+"""The Embeddings artifact: one vector per (unit, scale), with provenance and location.
 
-On disk it is a single Parquet file with one row per (unit, scale) and columns
-``unit_id`` (string), ``scale`` (string) and ``embedding`` (list of float32);
-the provenance (encoder name, weights sha256, chip spec, package version, ...)
-is stored as JSON under the schema metadata key ``eocausal``. Writes are
-atomic (temporary file, then rename), so a crashed job never leaves a
-half-written artifact behind.
+On disk it is one GeoParquet file (spec 1.1) with one row per (unit, scale)
+and columns ``unit_id`` (string), ``scale`` (string), ``embedding`` (list of
+float32) and ``geometry`` (the unit's point as WKB, in the CRS of the study
+units; null for a unit without one). The file-level ``geo`` key holds the
+GeoParquet metadata (``primary_column``, WKB encoding, ``["Point"]``, the CRS
+as PROJJSON, the bounding box), so ``geopandas.read_parquet`` opens it. When
+no unit has a point (pre-cut chips keyed by ``image_key``) the file is plain
+Parquet without ``geometry`` column nor ``geo`` key. Either way the key
+``eocausal`` holds JSON::
+
+    {"format": "eocausal.embeddings", "format_version": 2,
+     "geometry": "points" | "none", "metadata": {provenance}}
+
+where the provenance records the encoder, weights sha256, chip spec, package
+versions, input fingerprints, ... Files written before version 2 (plain
+Parquet whose ``eocausal`` key is the provenance itself) are still read.
+Writes are atomic (temporary file, then rename), so a crashed job never
+leaves a half-written artifact behind; :func:`remove_orphaned_temporaries`
+deletes the temporary files of processes killed mid-write.
 
 In memory, :class:`Embeddings` keeps one ``(n_units, D)`` float32 block per
-scale, rows aligned with ``unit_ids``.
+scale, rows aligned with ``unit_ids``, and optionally the units' points
+(``coords``, ``crs``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,22 +39,120 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyproj import CRS
+from pyproj.exceptions import CRSError
 
 from eocausal.errors import EmbeddingsError
 
-__all__ = ["Embeddings", "atomic_write_table"]
+__all__ = [
+    "Embeddings",
+    "atomic_write_bytes",
+    "atomic_write_table",
+    "remove_orphaned_temporaries",
+]
 
 _META_KEY = b"eocausal"
+_GEO_KEY = b"geo"
+_FORMAT = "eocausal.embeddings"
+_FORMAT_VERSION = 2
+_GEOPARQUET_VERSION = "1.1.0"
+_REGENERATE = "regenerate it with `eocausal embed` (or eocausal.encode.embed)"
+
+
+def _tmp_path(path: Path) -> Path:
+    """Temporary sibling of ``path`` that names this host and process."""
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
 
 
 def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write ``table`` to ``path`` as Parquet through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_path(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)
     return path
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``directory``.
+
+    A temporary file ``.<name>.tmp-<host>-<pid>`` (or ``.<name>.tmp-<pid>``,
+    as older versions named them) is an orphan when it was written on this
+    host by a process that no longer runs. Files of live processes and of
+    other hosts (a job spread over several nodes) are left alone.
+
+    Parameters
+    ----------
+    directory : path-like
+        Folder to clean (not recursive); a missing folder is fine.
+
+    Returns
+    -------
+    list of Path
+        The files deleted.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    host = socket.gethostname()
+    removed = []
+    for tmp in directory.glob(".*.tmp-*"):
+        tag = tmp.name.rpartition(".tmp-")[2]
+        writer_host, _, pid = tag.rpartition("-") if not tag.isdigit() else ("", "", tag)
+        if writer_host not in ("", host) or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _clean_coords(coords: Any, crs: Any, n: int) -> tuple[np.ndarray | None, CRS | None]:
+    """Validate the units' points; all-missing points mean no geometry."""
+    if coords is None:
+        return None, None
+    xy = np.asarray(coords, dtype=np.float64)
+    if xy.shape != (n, 2):
+        raise EmbeddingsError(
+            f"`coords` must have shape ({n}, 2) (x, y per unit); got {xy.shape}."
+        )
+    has = np.isfinite(xy)
+    if (has[:, 0] != has[:, 1]).any() or np.isinf(xy).any():
+        raise EmbeddingsError(
+            "`coords` rows must be two finite numbers or two NaN (no geometry); "
+            f"got {xy[(has[:, 0] != has[:, 1]) | np.isinf(xy).any(axis=1)][:3].tolist()}."
+        )
+    if not has.any():
+        return None, None
+    if crs is None:
+        raise EmbeddingsError("`coords` need a `crs` (e.g. 'EPSG:4326'); got crs=None.")
+    try:
+        crs = CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise EmbeddingsError(
+            f"`crs` {crs!r} is not a valid CRS ({exc}); give e.g. 'EPSG:4326'."
+        ) from exc
+    return xy, crs
 
 
 @dataclass
@@ -54,11 +167,19 @@ class Embeddings:
         One block per scale name, rows aligned with ``unit_ids``.
     metadata : dict, default={}
         Provenance: encoder, weights sha256, chip spec, package version, ...
+    coords : ndarray of shape (n_units, 2), default=None
+        Each unit's point ``(x, y)`` in ``crs`` (longitude, latitude for a
+        geographic CRS); a row of NaN for a unit without a point. None (or all
+        NaN) when no unit has one.
+    crs : CRS-like, default=None
+        CRS of ``coords`` (required with them); stored as a ``pyproj.CRS``.
     """
 
     unit_ids: np.ndarray
     vectors: dict[str, np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
+    coords: np.ndarray | None = None
+    crs: CRS | None = None
 
     def __post_init__(self) -> None:
         self.unit_ids = np.asarray(self.unit_ids).astype(str)
@@ -85,6 +206,7 @@ class Embeddings:
                 )
             clean[str(scale)] = block
         self.vectors = clean
+        self.coords, self.crs = _clean_coords(self.coords, self.crs, n)
 
     @property
     def scales(self) -> list[str]:
@@ -94,6 +216,17 @@ class Embeddings:
     @property
     def n_units(self) -> int:
         return len(self.unit_ids)
+
+    @property
+    def geometry(self) -> Any:
+        """The units' points as a GeoSeries indexed by unit id (None without points)."""
+        if self.coords is None:
+            return None
+        import geopandas as gpd
+
+        points = gpd.points_from_xy(self.coords[:, 0], self.coords[:, 1])
+        points[~np.isfinite(self.coords[:, 0])] = None
+        return gpd.GeoSeries(points, index=self.unit_ids, crs=self.crs)
 
     def block(self, scale: str) -> np.ndarray:
         """The ``(n_units, D)`` block of one scale."""
@@ -116,7 +249,11 @@ class Embeddings:
             )
         rows = np.fromiter((index[u] for u in wanted), dtype=np.int64, count=len(wanted))
         return Embeddings(
-            wanted, {s: b[rows] for s, b in self.vectors.items()}, dict(self.metadata)
+            wanted,
+            {s: b[rows] for s, b in self.vectors.items()},
+            dict(self.metadata),
+            None if self.coords is None else self.coords[rows],
+            self.crs,
         )
 
     @classmethod
@@ -170,36 +307,96 @@ class Embeddings:
         return cls(units, blocks, dict(metadata or {}))
 
     def to_table(self) -> pa.Table:
-        """Long Arrow table (unit_id, scale, embedding) with metadata in the schema."""
+        """Long Arrow table, one row per (unit, scale), with the file-level metadata.
+
+        Columns ``unit_id``, ``scale``, ``embedding`` and, when units have
+        points, ``geometry`` (WKB) with the GeoParquet ``geo`` key.
+        """
+        n = self.n_units
+        wkb = None
+        if self.coords is not None:
+            import shapely
+
+            has = np.isfinite(self.coords[:, 0])
+            geoms = np.full(n, None, dtype=object)
+            geoms[has] = shapely.points(self.coords[has])
+            wkb = pa.array(shapely.to_wkb(geoms, byte_order=1), type=pa.binary())
         parts = []
         for s, block in self.vectors.items():
-            n, d = block.shape
+            d = block.shape[1]
             flat = pa.array(block.ravel(), type=pa.float32())
             offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
-            parts.append(
-                pa.table(
-                    {
-                        "unit_id": pa.array(self.unit_ids, type=pa.string()),
-                        "scale": pa.array([s] * n, type=pa.string()),
-                        "embedding": pa.ListArray.from_arrays(offsets, flat),
-                    }
-                )
-            )
+            cols = {
+                "unit_id": pa.array(self.unit_ids, type=pa.string()),
+                "scale": pa.array([s] * n, type=pa.string()),
+                "embedding": pa.ListArray.from_arrays(offsets, flat),
+            }
+            if wkb is not None:
+                cols["geometry"] = wkb
+            parts.append(pa.table(cols))
         table = pa.concat_tables(parts)
-        meta = {_META_KEY: json.dumps(self.metadata, default=str).encode()}
+        header = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "geometry": "none" if wkb is None else "points",
+            "metadata": self.metadata,
+        }
+        meta = {_META_KEY: json.dumps(header, default=str).encode()}
+        if wkb is not None:
+            xy = self.coords[np.isfinite(self.coords[:, 0])]
+            geo = {
+                "version": _GEOPARQUET_VERSION,
+                "primary_column": "geometry",
+                "columns": {
+                    "geometry": {
+                        "encoding": "WKB",
+                        "geometry_types": ["Point"],
+                        "crs": self.crs.to_json_dict(),
+                        "bbox": [*xy.min(axis=0).tolist(), *xy.max(axis=0).tolist()],
+                    }
+                },
+            }
+            meta[_GEO_KEY] = json.dumps(geo).encode()
         return table.replace_schema_metadata(meta)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically to a Parquet file."""
+        """Write atomically to a GeoParquet file (plain Parquet when no unit has a point)."""
         return atomic_write_table(self.to_table(), path)
 
     @classmethod
-    def from_table(cls, table: pa.Table) -> Embeddings:
+    def from_table(cls, table: pa.Table, *, source: str = "the embeddings table") -> Embeddings:
+        """Read a table written by :meth:`to_table` (any format version up to the current one).
+
+        Parameters
+        ----------
+        table : pyarrow.Table
+        source : str, default="the embeddings table"
+            How to name the table in error messages (e.g. its file).
+
+        Raises
+        ------
+        EmbeddingsError
+            If columns are missing, the format is newer than this eocausal,
+            or the geometry is not one point per unit.
+        """
         missing = {"unit_id", "scale", "embedding"} - set(table.column_names)
         if missing:
-            raise EmbeddingsError(f"Embeddings table lacks columns {sorted(missing)}.")
-        raw = (table.schema.metadata or {}).get(_META_KEY, b"{}")
-        metadata = json.loads(raw)
+            raise EmbeddingsError(
+                f"{source} lacks columns {sorted(missing)}: it is not an eocausal Embeddings "
+                f"artifact; {_REGENERATE}."
+            )
+        schema_meta = table.schema.metadata or {}
+        header = json.loads(schema_meta.get(_META_KEY, b"{}"))
+        if header.get("format") == _FORMAT:
+            version = header.get("format_version")
+            if not isinstance(version, int) or version > _FORMAT_VERSION:
+                raise EmbeddingsError(
+                    f"{source} has Embeddings format_version {version!r}, newer than this eocausal "
+                    f"reads ({_FORMAT_VERSION}); upgrade eocausal or {_REGENERATE}."
+                )
+            metadata = header.get("metadata") or {}
+        else:  # version 1: the key holds the provenance itself
+            metadata = header
         unit_ids = np.asarray(table.column("unit_id").to_pylist(), dtype=str)
         scales = np.asarray(table.column("scale").to_pylist(), dtype=str)
         emb = table.column("embedding").combine_chunks()
@@ -207,12 +404,69 @@ class Embeddings:
         flat = pc.list_flatten(emb).to_numpy(zero_copy_only=False).astype(np.float32)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         vectors = [flat[a : a + k] for a, k in zip(starts, lengths, strict=True)]
-        return cls.from_records(unit_ids, scales, vectors, metadata)
+        out = cls.from_records(unit_ids, scales, vectors, metadata)
+        if _GEO_KEY not in schema_meta:
+            return out
+        coords, crs = _read_points(table, json.loads(schema_meta[_GEO_KEY]), unit_ids, source)
+        index = {u: i for i, u in enumerate(out.unit_ids)}
+        rows = np.fromiter((index[u] for u in unit_ids), dtype=np.int64, count=len(unit_ids))
+        per_unit = np.full((out.n_units, 2), np.nan)
+        per_unit[rows] = coords
+        if not np.array_equal(per_unit[rows], coords, equal_nan=True):
+            raise EmbeddingsError(
+                f"{source} gives different points to the scales of one unit; {_REGENERATE}."
+            )
+        return cls(out.unit_ids, out.vectors, out.metadata, per_unit, crs)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Embeddings:
-        """Read an artifact written by :meth:`save` (or merged shards)."""
+        """Read an artifact written by :meth:`save`, or by versions before GeoParquet."""
         path = Path(path)
         if not path.exists():
-            raise EmbeddingsError(f"Embeddings file {str(path)!r} does not exist; run `eocausal embed` first.")
-        return cls.from_table(pq.read_table(path))
+            raise EmbeddingsError(
+                f"Embeddings file {str(path)!r} does not exist; run `eocausal embed` first."
+            )
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise EmbeddingsError(
+                f"Embeddings file {str(path)!r} is not readable Parquet ({exc}); {_REGENERATE}."
+            ) from exc
+        return cls.from_table(table, source=f"Embeddings file {str(path)!r}")
+
+
+def _read_points(
+    table: pa.Table, geo: dict[str, Any], unit_ids: np.ndarray, source: str
+) -> tuple[np.ndarray, CRS | None]:
+    """Row points ``(x, y)`` (NaN for null geometry) and CRS from a GeoParquet table."""
+    import shapely
+
+    column = geo.get("primary_column", "geometry")
+    spec = geo.get("columns", {}).get(column, {})
+    if column not in table.column_names or spec.get("encoding", "WKB") != "WKB":
+        raise EmbeddingsError(
+            f"{source} declares geometry column {column!r} with encoding "
+            f"{spec.get('encoding')!r}; only a WKB point column is read; {_REGENERATE}."
+        )
+    geoms = shapely.from_wkb(np.asarray(table.column(column).to_pylist(), dtype=object))
+    present = ~shapely.is_missing(geoms)
+    kinds = set(shapely.get_type_id(geoms[present]).tolist())
+    if kinds - {0}:
+        raise EmbeddingsError(
+            f"{source} holds non-point geometries (type ids {sorted(kinds)}); each unit needs one "
+            f"point; {_REGENERATE}."
+        )
+    coords = np.full((len(unit_ids), 2), np.nan)
+    coords[present, 0] = shapely.get_x(geoms[present])
+    coords[present, 1] = shapely.get_y(geoms[present])
+    if "crs" not in spec:  # GeoParquet default
+        crs = CRS.from_user_input("OGC:CRS84")
+    elif spec["crs"] is None:
+        crs = None
+    else:
+        crs = CRS.from_json_dict(spec["crs"])
+    if crs is None and present.any():
+        raise EmbeddingsError(
+            f"{source} has points with an unknown CRS (crs: null); {_REGENERATE}."
+        )
+    return coords, crs

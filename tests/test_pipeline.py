@@ -137,14 +137,16 @@ def test_vit_from_local_weights_through_the_config(tmp_path):
     torch.save(timm.create_model("test_vit", pretrained=False, in_chans=6, num_classes=0).state_dict(), weights)
     data = _small_config(tmp_path / "run")
     data["study"]["simulate"] = {"n_units": 200, "scene_size": 512}
-    data["encoder"] = {"name": "test_vit", "weights_path": str(weights), "batch_size": 32}
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    data["encoder"] = {"name": "test_vit", "weights_path": str(weights), "weights_sha256": digest,
+                       "batch_size": 32}
     data["estimate"]["n_estimators"] = 80
     data["evaluate"]["compare_scales"] = False
     data["map"]["enabled"] = False
     res = run_pipeline(parse_config(data), progress=False)
     prov = res.results["provenance"]
     assert prov["encoder"] == "test_vit"
-    assert prov["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert prov["weights_sha256"] == digest
     from eocausal.embeddings import Embeddings
 
     emb = Embeddings.load(res.run_dir / "embeddings" / "embeddings.parquet")

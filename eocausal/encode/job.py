@@ -9,11 +9,21 @@ already on disk and skips the dataset positions they cover; the final merge
 checks that every (unit, scale) has exactly one embedding across all ranks and
 runs (:meth:`Embeddings.from_records`).
 
+Stale vectors are never served: every shard row carries the fingerprint of
+what decided it (:mod:`eocausal.encode.fingerprint`: the unit's point or
+image, the chip spec, the imagery's content, the encoder's weights and
+state, the settings). On resume a row is reused only if its fingerprint is
+the current one; a moved unit is embedded again on its own, a changed raster
+or encoder makes every unit embedded again, with an
+:class:`~eocausal.errors.EocausalWarning` saying what changed. Stale rows are
+deleted from the shards once the new artifact is written, and temporary files
+of killed writers are deleted when a job starts.
+
 Layout of ``out_dir``::
 
-    manifest.json          what the shards were computed with (checked on resume)
+    manifest.json          what the shards were computed with: fingerprint components, file digests
     shards/rank0000-<run>-000000.parquet ...
-    embeddings.parquet     the merged Embeddings artifact
+    embeddings.parquet     the merged Embeddings artifact (GeoParquet when units have points)
     exclusions.csv         unit_id, reason (before-read and read-time exclusions)
 """
 
@@ -23,6 +33,7 @@ import json
 import os
 import platform
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from importlib import metadata as importlib_metadata
@@ -41,9 +52,15 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from eocausal.embeddings import Embeddings, atomic_write_table
+from eocausal.embeddings import (
+    Embeddings,
+    atomic_write_bytes,
+    atomic_write_table,
+    remove_orphaned_temporaries,
+)
+from eocausal.encode.fingerprint import InputFingerprints, input_fingerprints, resolve_view
 from eocausal.encode.temporal import aggregate_dates
-from eocausal.errors import EmbeddingsError, InputDataError
+from eocausal.errors import EmbeddingsError, EocausalWarning, InputDataError
 
 __all__ = [
     "ChipDataModule",
@@ -62,8 +79,10 @@ _SHARD_SCHEMA = pa.schema(
         ("embedding", pa.list_(pa.float32())),
         ("excluded", pa.bool_()),
         ("reason", pa.string()),
+        ("fingerprint", pa.string()),
     ]
 )
+_MANIFEST_VERSION = 2
 _TEMPORAL = ("mean", "concat")
 
 
@@ -210,12 +229,23 @@ class ShardWriter(BasePredictionWriter):
         Directory of the shards.
     shard_batches : int, default=16
         Batches per shard; smaller means less work lost when a job is killed.
+    fingerprints : sequence of str, optional
+        Input fingerprint of each dataset position, stored with its rows
+        (:func:`~eocausal.encode.fingerprint.input_fingerprints`); rows
+        without one are never reused on resume.
     """
 
-    def __init__(self, shard_dir: str | os.PathLike, shard_batches: int = 16) -> None:
+    def __init__(
+        self,
+        shard_dir: str | os.PathLike,
+        shard_batches: int = 16,
+        *,
+        fingerprints: Sequence[str] | None = None,
+    ) -> None:
         super().__init__(write_interval="batch")
         self.shard_dir = Path(shard_dir)
         self.shard_batches = int(shard_batches)
+        self.fingerprints = None if fingerprints is None else np.asarray(fingerprints, dtype=str)
         self._run = uuid.uuid4().hex[:8]
         self._buffer: list[pa.Table] = []
         self._n_buffered = 0
@@ -226,8 +256,7 @@ class ShardWriter(BasePredictionWriter):
         self._rank = trainer.global_rank
         self.shard_dir.mkdir(parents=True, exist_ok=True)
 
-    @staticmethod
-    def _to_table(pred: dict[str, Any]) -> pa.Table:
+    def _to_table(self, pred: dict[str, Any]) -> pa.Table:
         pos, uids, excl, reasons = (
             pred["position"],
             pred["unit_id"],
@@ -251,6 +280,8 @@ class ShardWriter(BasePredictionWriter):
             cols["embedding"].append(None)
             cols["excluded"].append(True)
             cols["reason"].append(reasons[i] or "excluded by the chip reader")
+        fp = self.fingerprints
+        cols["fingerprint"] = [None if fp is None else str(fp[p]) for p in cols["position"]]
         return pa.table(cols, schema=_SHARD_SCHEMA)
 
     def write_on_batch_end(
@@ -292,10 +323,33 @@ def _read_shards(shard_dir: Path, columns: list[str] | None = None) -> pa.Table:
     )
 
 
+def _fresh(table: pa.Table, fingerprints: np.ndarray) -> np.ndarray:
+    """Mask of the shard rows whose fingerprint is one of the current ``fingerprints``."""
+    stored = table.column("fingerprint")
+    return pc.fill_null(pc.is_in(stored, value_set=pa.array(fingerprints)), False).to_numpy(
+        zero_copy_only=False
+    )
+
+
 def merge_shards(
-    out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None
+    out_dir: str | os.PathLike,
+    metadata: dict[str, Any] | None = None,
+    *,
+    fingerprints: Sequence[str] | None = None,
 ) -> tuple[Embeddings, pd.DataFrame]:
     """Merge all shards under ``out_dir/shards`` into Embeddings and read-time exclusions.
+
+    Parameters
+    ----------
+    out_dir : path
+        The job's output directory.
+    metadata : dict, optional
+        Provenance stored in the Embeddings.
+    fingerprints : sequence of str, optional
+        Current input fingerprint of each dataset position. When given, only
+        rows with one of them are merged (stale rows are ignored) and rows
+        are ordered by the current positions; otherwise every row is merged,
+        in the order of the positions stored with it.
 
     Raises
     ------
@@ -304,6 +358,12 @@ def merge_shards(
         runs mixed), a unit is both embedded and excluded, or a unit lacks a scale.
     """
     table = _read_shards(Path(out_dir) / "shards")
+    if fingerprints is not None:
+        fingerprints = np.asarray(fingerprints, dtype=str)
+        table = table.filter(pa.array(_fresh(table, fingerprints)))
+        position_of = pd.Series(np.arange(len(fingerprints), dtype=np.int64), index=fingerprints)
+        current = position_of.loc[table.column("fingerprint").to_numpy(zero_copy_only=False)]
+        table = table.set_column(0, "position", pa.array(current.to_numpy(), type=pa.int64()))
     # Dataset order, whatever the number of ranks (stable: scales keep their order).
     table = table.take(pc.sort_indices(table, sort_keys=[("position", "ascending")]))
     excluded = table.column("excluded").to_numpy(zero_copy_only=False).astype(bool)
@@ -369,12 +429,6 @@ def _spec_dict(spec: Any) -> Any:
     return repr(spec)
 
 
-def _dataset_unit_ids(dataset: Dataset) -> list[str] | None:
-    """Unit ids in item order (``ChipDataset.unit_ids``), if the dataset exposes them."""
-    ids = getattr(dataset, "unit_ids", None)
-    return None if ids is None else [str(u) for u in ids]
-
-
 def _scales_of(dataset: Dataset) -> list[str]:
     spec = getattr(dataset, "spec", None)
     scales = getattr(spec, "scales", None)
@@ -433,8 +487,11 @@ def embed(
     temporal : {"mean", "concat"}, default="mean"
         Aggregation of per-date embeddings when chips have a date axis.
     resume : bool, default=True
-        Keep and skip what the shards in ``out_dir`` already cover. With
-        ``False`` existing shards are deleted first.
+        Reuse the shard rows in ``out_dir`` whose input fingerprint is still
+        current (same unit point or image, chip spec, imagery content,
+        encoder state and settings) and embed the rest; stale rows are
+        dropped (with an :class:`~eocausal.errors.EocausalWarning` naming what
+        changed). With ``False`` existing shards are deleted first.
     progress : bool, default=True
         Show Lightning's progress bar.
     seed : int, default=0
@@ -447,6 +504,9 @@ def embed(
     Returns
     -------
     EmbedResult
+        Its embeddings carry the units' points and CRS when the dataset is a
+        :class:`~eocausal.imagery.ChipDataset` (or a view of one) over units
+        with points; ``embeddings.parquet`` is then GeoParquet.
     """
     if temporal not in _TEMPORAL:
         raise InputDataError(f"`temporal` must be one of {_TEMPORAL}; got {temporal!r}.")
@@ -454,47 +514,52 @@ def embed(
         raise InputDataError("`batch_size` and `shard_batches` must be >= 1.")
     out_dir = Path(out_dir)
     shard_dir = out_dir / "shards"
+    for folder in (out_dir, shard_dir):
+        remove_orphaned_temporaries(folder)
     scales = _scales_of(dataset)
-    unit_ids = _dataset_unit_ids(dataset)
     spec = _spec_dict(getattr(dataset, "spec", None))
+    precision = _resolve_precision(precision, accelerator)
+    manifest_path = out_dir / "manifest.json"
+    old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    fps = input_fingerprints(
+        dataset,
+        encoder,
+        settings={"scales": scales, "temporal": temporal, "precision": precision},
+        known_files=old.get("files", []) if isinstance(old.get("files"), list) else [],
+    )
     manifest = {
+        "format_version": _MANIFEST_VERSION,
         "encoder": getattr(encoder, "name", type(encoder).__name__),
         "weights_sha256": getattr(encoder, "weights_sha256", None),
         "embed_dim": int(getattr(encoder, "embed_dim", -1)),
         "input_size": getattr(encoder, "input_size", None),
         "scales": scales,
         "temporal": temporal,
+        "precision": precision,
         "n_items": len(dataset),
-        "unit_ids": unit_ids,
         "chip_spec": spec,
+        "tracking": fps.tracking,
+        "fingerprints": fps.components,
+        "files": fps.files,
     }
     manifest = json.loads(json.dumps(manifest, default=str))
-    manifest_path = out_dir / "manifest.json"
     if not resume and shard_dir.is_dir():
         for f in shard_dir.glob("rank*.parquet"):
             f.unlink(missing_ok=True)
-    if manifest_path.is_file() and resume and any(shard_dir.glob("rank*.parquet")):
-        old = json.loads(manifest_path.read_text())
-        diff = sorted(k for k in manifest if old.get(k) != manifest[k])
-        if diff:
-            raise EmbeddingsError(
-                f"{str(out_dir)!r} holds shards computed with different {diff}; "
-                "use a new out_dir or resume=False to start over."
-            )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = manifest_path.with_name(f".manifest.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)
+    stored = _read_shards(shard_dir, ["unit_id", "fingerprint"])
+    fresh = _fresh(stored, fps.items)
+    if not fresh.all():
+        _warn_stale(out_dir, old, manifest, stored, fresh, fps)
+    atomic_write_bytes(json.dumps(manifest, indent=1).encode(), manifest_path)
 
-    done = _read_shards(shard_dir, ["position"]).column("position").to_numpy() if resume else []
-    positions = np.setdiff1d(np.arange(len(dataset), dtype=np.int64), done)
+    done = stored.column("fingerprint").filter(pa.array(fresh)).to_numpy(zero_copy_only=False)
+    positions = np.flatnonzero(~np.isin(fps.items, done.astype(str)))
 
-    global_rank = 0
+    trainer = None
     if len(positions):
         L.seed_everything(seed, workers=True, verbose=False)
-        precision = _resolve_precision(precision, accelerator)
         on_gpu = precision.startswith("bf16") or torch.cuda.is_available()
-        writer = ShardWriter(shard_dir, shard_batches)
+        writer = ShardWriter(shard_dir, shard_batches, fingerprints=fps.items)
         trainer = L.Trainer(
             accelerator=accelerator,
             devices=devices,
@@ -515,7 +580,6 @@ def embed(
         )
         trainer.predict(module, datamodule=data, return_predictions=False)
         trainer.strategy.barrier()
-        global_rank = trainer.global_rank
 
     metadata = {
         "encoder": manifest["encoder"],
@@ -524,18 +588,77 @@ def embed(
         "input_size": manifest["input_size"],
         "chip_spec": spec,
         "temporal": temporal,
+        "precision": precision,
         "seed": int(seed),
+        "input_fingerprints": fps.components,
         "versions": _package_versions(),
     }
-    embeddings, read_excl = merge_shards(out_dir, metadata)
+    embeddings, read_excl = merge_shards(out_dir, metadata, fingerprints=fps.items)
+    coords, crs = _unit_points(dataset, embeddings.unit_ids)
+    embeddings = Embeddings(embeddings.unit_ids, embeddings.vectors, metadata, coords, crs)
     before = getattr(dataset, "exclusions", None)
     parts = [read_excl]
     if isinstance(before, pd.DataFrame) and len(before):
         parts.insert(0, before[["unit_id", "reason"]].astype({"unit_id": str}))
     exclusions = pd.concat(parts, ignore_index=True) if len(parts) > 1 else read_excl
-    if global_rank == 0:
+    if trainer is not None:
+        trainer.strategy.barrier()  # every rank has merged before rank 0 prunes the shards
+    if trainer is None or trainer.global_rank == 0:
+        _prune_stale_rows(shard_dir, fps.items)
         embeddings.save(out_dir / "embeddings.parquet")
-        tmp_csv = out_dir / f".exclusions.csv.tmp-{os.getpid()}"
-        exclusions.to_csv(tmp_csv, index=False)
-        os.replace(tmp_csv, out_dir / "exclusions.csv")
+        atomic_write_bytes(exclusions.to_csv(index=False).encode(), out_dir / "exclusions.csv")
     return EmbedResult(embeddings, exclusions.reset_index(drop=True), out_dir)
+
+
+def _warn_stale(
+    out_dir: Path,
+    old: dict[str, Any],
+    manifest: dict[str, Any],
+    stored: pa.Table,
+    fresh: np.ndarray,
+    fps: InputFingerprints,
+) -> None:
+    """Say which inputs changed since the shards were written, and how much is embedded again."""
+    unit_ids = np.asarray(stored.column("unit_id").to_pylist(), dtype=str)
+    stale_units = sorted(set(unit_ids[~fresh].tolist()))
+    before, now = old.get("fingerprints") or {}, manifest["fingerprints"]
+    if old.get("format_version") != _MANIFEST_VERSION:
+        changed = "the shards predate input fingerprints"
+    else:
+        keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        changed = f"changed shared inputs: {keys}" if keys else (
+            "no shared input changed; these units moved or their image changed"
+        )
+    warnings.warn(
+        f"{len(stale_units)} units in {str(out_dir)!r} have stale embeddings "
+        f"(first: {stale_units[:5]}; {changed}); they are embedded again and the stale rows "
+        f"are dropped. {int(fresh.sum())} shard rows are still current and reused.",
+        EocausalWarning,
+        stacklevel=3,
+    )
+
+
+def _prune_stale_rows(shard_dir: Path, fingerprints: np.ndarray) -> None:
+    """Rewrite (atomically) or delete the shards that hold rows of stale fingerprints."""
+    files = sorted(shard_dir.glob("rank*.parquet")) if shard_dir.is_dir() else []
+    for f in files:
+        table = pq.read_table(f, schema=_SHARD_SCHEMA)
+        keep = _fresh(table, fingerprints)
+        if keep.all():
+            continue
+        if keep.any():
+            atomic_write_table(table.filter(pa.array(keep)), f)
+        else:
+            f.unlink(missing_ok=True)
+
+
+def _unit_points(dataset: Dataset, unit_ids: np.ndarray) -> tuple[np.ndarray | None, Any]:
+    """Points ``(x, y)`` of ``unit_ids`` and their CRS, from the StudyUnits behind ``dataset``."""
+    units = getattr(resolve_view(dataset)[0], "units", None)
+    if getattr(units, "gdf", None) is None:
+        return None, None
+    row = {u: i for i, u in enumerate(units.unit_id.tolist())}
+    idx = np.array([row[str(u)] for u in unit_ids], dtype=np.int64)
+    geom = units.gdf.geometry
+    xy = np.column_stack([geom.x.to_numpy(dtype=np.float64), geom.y.to_numpy(dtype=np.float64)])
+    return xy[idx], units.crs

@@ -146,7 +146,8 @@ def build_encoder(cfg: RunConfig, dataset):
     e = cfg.encoder
     in_chans = len(dataset.band_names)
     if e.name != "mosaiks":
-        return build_encoder(e.name, weights_path=e.weights_path, cache_dir=e.cache_dir, in_chans=in_chans)
+        return build_encoder(e.name, weights_path=e.weights_path, cache_dir=e.cache_dir, in_chans=in_chans,
+                             sha256=e.weights_sha256)
     encoder = MosaiksEncoder(in_chans, n_features=e.n_features, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(dataset))

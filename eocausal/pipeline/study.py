@@ -20,7 +20,7 @@ from eocausal.config import RunConfig
 from eocausal.errors import ConfigError, EocausalError
 from eocausal.pipeline.folder import file_fingerprint, fingerprint
 
-__all__ = ["PANEL_TIME_COL", "PreparedStudy", "prepare_study"]
+__all__ = ["PANEL_TIME_COL", "PreparedStudy", "check_encoder", "prepare_study"]
 
 Log = Callable[[str], None]
 
@@ -69,11 +69,48 @@ class PreparedStudy:
 
 
 
+def check_encoder(cfg: RunConfig) -> None:
+    """Reject an encoder the embedding stage would reject, before any chip is cut."""
+    e = cfg.encoder
+    if e.name == "mosaiks":
+        if e.weights_path is not None:
+            raise ConfigError(
+                "config field `encoder.weights_path`: MOSAIKS has no weights (its filters are random, "
+                "seeded by `seed`); remove the field, or name a pretrained encoder in `encoder.name`"
+            )
+        return
+    from eocausal.encode import get_weights_entry
+
+    try:
+        get_weights_entry(e.name)
+        return
+    except EocausalError:
+        pass
+    import timm
+
+    if not timm.is_model(e.name):
+        raise ConfigError(
+            f"config field `encoder.name`: {e.name!r} is not 'mosaiks', a registered weights name "
+            "(see `eocausal weights list`) or a timm architecture; check its spelling"
+        )
+    if e.weights_path is None:
+        raise ConfigError(
+            f"config field `encoder.weights_path`: the timm architecture {e.name!r} needs a local "
+            "weights file (or use a registered weights name, see `eocausal weights list`)"
+        )
+    if e.weights_sha256 is None:
+        raise ConfigError(
+            f"config field `encoder.weights_sha256`: pin the sha256 of {str(e.weights_path)!r} "
+            "(64 hex digits, e.g. from `sha256sum`) so that a changed or corrupted file is refused"
+        )
+
+
 def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
     """Load (or simulate) the units and build the imagery source and chip spec."""
     from eocausal.imagery import ChipSpec, PrecutChipSource, RasterSource, Scale, StacSource
     from eocausal.units import StudyUnits
 
+    check_encoder(cfg)
     s = cfg.study
     imagery_paths = list(cfg.imagery.paths)
     time_col = s.time_col

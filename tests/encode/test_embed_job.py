@@ -21,7 +21,7 @@ from encode_toydata import ToyChips
 
 from eocausal.embeddings import Embeddings
 from eocausal.encode import MosaiksEncoder, build_encoder, embed, merge_shards
-from eocausal.errors import EmbeddingsError, InputDataError
+from eocausal.errors import EmbeddingsError, EocausalWarning, InputDataError
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -130,15 +130,23 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(again.embeddings.block("small"), full.embeddings.block("small"))
 
 
-def test_resume_refuses_shards_of_another_encoder(tmp_path):
+def test_changed_encoder_embeds_everything_again(tmp_path):
     ds = ToyChips(6)
     _run(ds, MosaiksEncoder(3, n_features=8, seed=0), tmp_path)
-    other = MosaiksEncoder(3, n_features=8, seed=1)
-    with pytest.raises(EmbeddingsError, match=r"different \['weights_sha256'\]"):
-        _run(ds, other, tmp_path)
-    res = _run(ds, other, tmp_path, resume=False)
-    want = np.stack([_direct(ds, other, i, "small") for i in range(6)])
+    other = CountingEncoder(MosaiksEncoder(3, n_features=8, seed=1))
+    with pytest.warns(EocausalWarning, match=r"6 units .* changed shared inputs: \['encoder'\]"):
+        res = _run(ds, other, tmp_path)
+    assert other.count == 6 * 2
+    want = np.stack([_direct(ds, other.enc, i, "small") for i in range(6)])
     np.testing.assert_allclose(res.embeddings.block("small"), want, rtol=1e-6, atol=1e-7)
+    rows = sum(pq.read_table(f).num_rows for f in (tmp_path / "shards").glob("*.parquet"))
+    assert rows == 6 * 2  # the stale rows were dropped from the shards
+    # same encoder again: nothing to do; resume=False starts over
+    other.count = 0
+    _run(ds, other, tmp_path)
+    assert other.count == 0
+    _run(ds, other, tmp_path, resume=False)
+    assert other.count == 6 * 2
 
 
 def test_duplicate_shards_are_caught_at_merge(tmp_path):
@@ -342,6 +350,15 @@ def test_sigkilled_job_resumes_without_duplicates(tmp_path):
         proc.wait()
     n_shards = len(list((out / "shards").glob("rank*.parquet")))
     assert 3 <= n_shards < 15 and not (out / "embeddings.parquet").exists()
+    # what a kill during a write leaves behind (the killed process named them; now dead)
+    import socket
+
+    orphans = [
+        out / "shards" / f".rank0000-dead-000099.parquet.tmp-{socket.gethostname()}-{proc.pid}",
+        out / f".manifest.json.tmp-{proc.pid}",  # the naming of older versions
+    ]
+    for orphan in orphans:
+        orphan.write_bytes(b"half written")
 
     ds = ToyChips(30, exclude={7})
     enc = MosaiksEncoder(3, n_features=8, seed=9)
@@ -353,3 +370,154 @@ def test_sigkilled_job_resumes_without_duplicates(tmp_path):
     for scale in full.embeddings.scales:
         np.testing.assert_array_equal(res.embeddings.block(scale), full.embeddings.block(scale))
     assert res.exclusions["unit_id"].tolist() == ["gone", "u007"]
+    assert not [p.name for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+# -- stale inputs: a moved unit, a changed raster, a changed pre-cut image ---------------------
+def _write_scene(path, seed, *, mtime_ns=None):
+    """A 100 x 100 float32 GeoTIFF in EPSG:4326 over lon 30-31, lat 0-1 (0.01 degree pixels)."""
+    import rasterio
+    from affine import Affine
+
+    data = np.random.default_rng(seed).random((3, 100, 100), dtype=np.float32)
+    profile = {"driver": "GTiff", "height": 100, "width": 100, "count": 3, "dtype": "float32",
+               "crs": "EPSG:4326", "transform": Affine(0.01, 0, 30.0, 0, -0.01, 1.0)}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+_LON = [30.205, 30.305, 30.405, 30.505, 30.605, 30.705]
+_LAT = [0.305, 0.405, 0.505, 0.605, 0.705, 0.505]
+
+
+def _geo_chips(path, lon=_LON, lat=_LAT):
+    from eocausal.imagery.chips import ChipDataset, ChipSpec, Scale
+    from eocausal.imagery.sources import RasterSource
+    from eocausal.units import StudyUnits
+
+    frame = pd.DataFrame({"unit_id": [f"p{i}" for i in range(len(lon))], "lon": lon, "lat": lat})
+    spec = ChipSpec([Scale("s8", size_px=8, out_px=8), Scale("s16", size_px=16, out_px=8)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        units = StudyUnits.from_frame(frame, lon_col="lon", lat_col="lat", crs="EPSG:4326")
+        return ChipDataset(units, RasterSource(path), spec)
+
+
+def _assert_same(a, b):
+    """Same units and vectors (up to the batch-size dependence of float32 convolutions)."""
+    np.testing.assert_array_equal(a.unit_ids, b.unit_ids)
+    for scale in b.scales:
+        np.testing.assert_allclose(a.block(scale), b.block(scale), rtol=1e-5, atol=1e-8)
+
+
+def _shard_rows(out):
+    return sum(pq.read_table(f).num_rows for f in (out / "shards").glob("*.parquet"))
+
+
+def test_artifact_is_geoparquet_with_the_units_points_and_crs(tmp_path):
+    import geopandas as gpd
+    from pyproj import CRS
+
+    _write_scene(tmp_path / "scene.tif", 0)
+    ds = _geo_chips(tmp_path / "scene.tif")
+    res = _run(ds, MosaiksEncoder(3, n_features=8, seed=0), tmp_path / "out")
+    gdf = gpd.read_parquet(tmp_path / "out" / "embeddings.parquet")
+    assert CRS.from_user_input(gdf.crs).equals(CRS.from_epsg(4326))
+    assert len(gdf) == 6 * 2 and sorted(set(gdf["scale"])) == ["s16", "s8"]
+    want = dict(zip([f"p{i}" for i in range(6)], zip(_LON, _LAT, strict=True), strict=True))
+    for uid, point in zip(gdf["unit_id"], gdf.geometry, strict=True):
+        assert (point.x, point.y) == want[uid]  # exact: WKB keeps float64
+    geo = json.loads(pq.read_schema(tmp_path / "out" / "embeddings.parquet").metadata[b"geo"])
+    col = geo["columns"][geo["primary_column"]]
+    assert geo["version"] == "1.1.0" and geo["primary_column"] == "geometry"
+    assert col["encoding"] == "WKB" and col["geometry_types"] == ["Point"]
+    assert CRS.from_json_dict(col["crs"]).equals(CRS.from_epsg(4326))
+    assert col["bbox"] == [min(_LON), min(_LAT), max(_LON), max(_LAT)]
+    back = Embeddings.load(tmp_path / "out" / "embeddings.parquet")
+    np.testing.assert_array_equal(back.coords, res.embeddings.coords)
+    assert back.crs.equals(CRS.from_epsg(4326))
+    np.testing.assert_array_equal(back.block("s16"), res.embeddings.block("s16"))
+
+
+def test_moved_unit_is_embedded_again_alone_and_equals_a_fresh_run(tmp_path):
+    _write_scene(tmp_path / "scene.tif", 0)
+    enc = MosaiksEncoder(3, n_features=8, seed=0)
+    out = tmp_path / "out"
+    first = _run(_geo_chips(tmp_path / "scene.tif"), enc, out)
+    moved = list(_LON)
+    moved[2] += 0.2  # 20 pixels east: other imagery under the same unit id
+    ds = _geo_chips(tmp_path / "scene.tif", lon=moved)
+    counting = CountingEncoder(enc)
+    with pytest.warns(EocausalWarning, match=r"1 units .*\['p2'\].*no shared input changed"):
+        res = _run(ds, counting, out)
+    assert counting.count == 1 * 2  # one unit, two scales
+    fresh = _run(ds, enc, tmp_path / "fresh").embeddings
+    _assert_same(res.embeddings, fresh)
+    p2 = list(res.embeddings.unit_ids).index("p2")
+    others = np.arange(6) != p2
+    for scale in ("s8", "s16"):  # the other units' vectors are the stored ones, bit for bit
+        np.testing.assert_array_equal(
+            res.embeddings.block(scale)[others], first.embeddings.block(scale)[others]
+        )
+    assert np.abs(res.embeddings.block("s8")[p2] - first.embeddings.block("s8")[p2]).max() > 1e-3
+    assert res.embeddings.coords[p2].tolist() == [moved[2], _LAT[2]]
+    assert _shard_rows(out) == 6 * 2  # the stale rows of p2 were dropped
+    _assert_same(Embeddings.load(out / "embeddings.parquet"), fresh)
+
+
+def test_changed_raster_is_embedded_again_and_a_touch_alone_is_not(tmp_path):
+    path = tmp_path / "scene.tif"
+    _write_scene(path, 0, mtime_ns=1_600_000_000 * 10**9)
+    enc = MosaiksEncoder(3, n_features=8, seed=0)
+    out = tmp_path / "out"
+    _run(_geo_chips(path), enc, out)
+    _write_scene(path, 1, mtime_ns=1_700_000_000 * 10**9)  # new pixels, same size
+    counting = CountingEncoder(enc)
+    with pytest.warns(EocausalWarning, match=r"6 units .*changed shared inputs: \['imagery'\]"):
+        res = _run(_geo_chips(path), counting, out)
+    assert counting.count == 6 * 2
+    _assert_same(res.embeddings, _run(_geo_chips(path), enc, tmp_path / "fresh").embeddings)
+    # touched only: the file is hashed again, its bytes are the same, every vector is reused
+    os.utime(path, ns=(1_800_000_000 * 10**9,) * 2)
+    counting.count = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EocausalWarning)
+        again = _run(_geo_chips(path), counting, out)
+    assert counting.count == 0
+    _assert_same(again.embeddings, res.embeddings)
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert [f["mtime_ns"] for f in files] == [1_800_000_000 * 10**9]
+
+
+def test_changed_precut_image_re_embeds_only_its_units(tmp_path):
+    from eocausal.imagery.chips import ChipDataset, ChipSpec, Scale
+    from eocausal.imagery.sources import PrecutChipSource
+    from eocausal.units import StudyUnits
+
+    images = np.random.default_rng(0).random((4, 3, 12, 12)).astype(np.float32)
+    frame = pd.DataFrame({"unit_id": [f"u{i}" for i in range(8)], "image_key": [0, 1, 2, 3] * 2})
+    spec = ChipSpec([Scale("full", size_px=12, out_px=12)])
+
+    def chips(imgs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            units = StudyUnits.from_frame(frame, image_key_col="image_key")
+            return ChipDataset(units, PrecutChipSource(imgs, [0, 1, 2, 3]), spec)
+
+    enc = MosaiksEncoder(3, n_features=8, seed=0)
+    out = tmp_path / "out"
+    _run(chips(images), enc, out)
+    changed = images.copy()
+    changed[1, 0, 5, 5] += 1.0  # one pixel of the image of key 1 (units u1 and u5)
+    counting = CountingEncoder(enc)
+    with pytest.warns(EocausalWarning, match=r"2 units .*\['u1', 'u5'\]"):
+        res = _run(chips(changed), counting, out)
+    assert counting.count == 2
+    _assert_same(res.embeddings, _run(chips(changed), enc, tmp_path / "fresh").embeddings)
+    # no unit has a point: plain Parquet that says so
+    meta = pq.read_schema(out / "embeddings.parquet").metadata
+    assert b"geo" not in meta and json.loads(meta[b"eocausal"])["geometry"] == "none"
+    assert "geometry" not in pq.read_schema(out / "embeddings.parquet").names
+    assert Embeddings.load(out / "embeddings.parquet").coords is None
