@@ -18,6 +18,7 @@ from eocausal.estimate.ate import (
     cluster_robust_se,
     dr_scores,
     hajek_ipw_ate,
+    hajek_weights,
     overlap_diagnostics,
 )
 from eocausal.estimate.cate import CausalForest, DRLearner, TLearner, default_mtry, grf_mtry
@@ -27,7 +28,7 @@ from eocausal.estimate.nuisance import (
     default_outcome_model,
     estimate_propensity,
 )
-from eocausal.estimate.panel import PanelResult, twfe
+from eocausal.estimate.panel import PanelEffect, PanelEffects, PanelResult, panel_effects, twfe
 from eocausal.estimate.splitting import fold_splits, make_folds, split_units
 from eocausal.estimate.validation import check_treatment_outcome
 
@@ -37,6 +38,8 @@ __all__ = [
     "DRLearner",
     "IPWResult",
     "OverlapDiagnostics",
+    "PanelEffect",
+    "PanelEffects",
     "PanelResult",
     "TLearner",
     "aipw_ate",
@@ -51,8 +54,10 @@ __all__ = [
     "fold_splits",
     "grf_mtry",
     "hajek_ipw_ate",
+    "hajek_weights",
     "make_folds",
     "overlap_diagnostics",
+    "panel_effects",
     "split_units",
     "twfe",
 ]

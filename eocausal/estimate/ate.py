@@ -1,4 +1,4 @@
-"""Average treatment effects: AIPW with cluster-robust SEs, Hajek IPW, overlap diagnostics.
+"""Average treatment effects: AIPW and Hajek IPW with cluster-robust SEs, overlap diagnostics.
 
 Conventions follow grf: doubly robust scores from out-of-fold nuisances,
 targets ``"all"`` (ATE), ``"treated"`` (ATT), ``"control"`` (ATC) and
@@ -24,6 +24,7 @@ from scipy import stats
 from eocausal.errors import InputDataError, OverlapWarning
 from eocausal.estimate.validation import (
     check_clusters,
+    check_features,
     check_outcome,
     check_propensity,
     check_sample_weight,
@@ -38,6 +39,7 @@ __all__ = [
     "cluster_robust_se",
     "dr_scores",
     "hajek_ipw_ate",
+    "hajek_weights",
     "overlap_diagnostics",
 ]
 
@@ -103,21 +105,26 @@ class ATEResult:
 
 @dataclass
 class IPWResult(ATEResult):
-    """A Hajek IPW effect with bootstrap SE.
+    """A Hajek IPW effect with its standard error.
 
     Attributes
     ----------
     n_bootstrap : int
-        Replicates used (those where both arms were drawn).
+        Bootstrap replicates used (those where both arms were drawn); 0 for
+        the influence-function SE.
     clip : list of float
         Bounds applied to the propensities.
     n_clipped : int
         Units whose propensity was clipped.
+    se_method : str
+        ``"influence"`` (ê treated as known), ``"influence, propensity
+        estimated"`` (projected on the logistic scores) or ``"bootstrap"``.
     """
 
     n_bootstrap: int = 0
     clip: list = field(default_factory=list)
     n_clipped: int = 0
+    se_method: str = "influence"
 
 
 @dataclass
@@ -366,6 +373,92 @@ def _hajek(Y, T, e, mult):
         return (v1 @ Y) / s1 - (v0 @ Y) / s0
 
 
+def _check_clip(clip) -> tuple[float, float]:
+    lo, hi = float(clip[0]), float(clip[1])
+    if not 0.0 < lo < hi < 1.0:
+        raise InputDataError(
+            f"`clip` must satisfy 0 < low < high < 1; got {clip!r}. The default (1e-3, 1 - 1e-3) "
+            "only guards against division by zero."
+        )
+    return lo, hi
+
+
+def _arm_weights(T, e, w) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised Hajek weights of each arm, ``v1`` and ``v0``, each summing to one."""
+    a1 = w * T / e
+    a0 = w * (1 - T) / (1 - e)
+    s1, s0 = a1.sum(), a0.sum()
+    if s1 <= 0 or s0 <= 0:
+        raise InputDataError(
+            "Hajek IPW needs units in both arms; `T` holds only "
+            f"{'treated' if s0 <= 0 else 'control'} units."
+        )
+    return a1 / s1, a0 / s0
+
+
+def hajek_weights(
+    T,
+    propensity,
+    *,
+    sample_weight=None,
+    clip: tuple[float, float] = (1e-3, 1 - 1e-3),
+) -> np.ndarray:
+    """Signed Hajek IPW weights: the estimate is linear in the outcome, ``τ̂ = v @ Y``.
+
+    Parameters
+    ----------
+    T : array-like of shape (n,)
+        Binary treatment.
+    propensity : float or array-like of shape (n,)
+        Known or estimated P(W = 1 | X); clipped to ``clip``.
+    sample_weight : array-like of shape (n,), default=None
+    clip : (float, float), default=(1e-3, 1 - 1e-3)
+
+    Returns
+    -------
+    v : ndarray of shape (n,)
+        :math:`v_i = v_{1i} - v_{0i}`; the treated weights sum to 1, the
+        control weights to -1.
+
+    Notes
+    -----
+    Useful when the same design is applied to many outcome vectors (for
+    instance outcomes recomputed in a bootstrap of a calibration set):
+    ``Ystack @ v`` gives every estimate at once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = hajek_weights([1, 1, 0, 0], 0.5)
+    >>> float(v @ np.array([3.0, 1.0, 1.0, 0.0]))
+    1.5
+    """
+    T = check_treatment(T)
+    n = len(T)
+    e = np.clip(check_propensity(propensity, n=n), *_check_clip(clip))
+    w = _weights(check_sample_weight(sample_weight, n=n), n)
+    v1, v0 = _arm_weights(T, e, w)
+    return v1 - v0
+
+
+def _hajek_influence(Y, T, e, w, features):
+    """Estimate, per-unit influence terms φ (``τ̂ − τ ≈ Σφ / Σw``) and whether φ was projected."""
+    v1, v0 = _arm_weights(T, e, w)
+    mu1, mu0 = float(v1 @ Y), float(v0 @ Y)
+    phi = w.sum() * (v1 * (Y - mu1) - v0 * (Y - mu0))
+    if features is not None:
+        # M-estimation correction for a logistic propensity fitted on `features`
+        # (with the same weights): residual of a weighted least-squares projection of the
+        # unweighted influence u = φ / w on the logistic scores r = x (W − ê).
+        x = np.column_stack([np.ones(len(Y)), features])
+        r = x * (T - e)[:, None]
+        u = phi / w
+        sw = np.sqrt(w)
+        beta = np.linalg.lstsq(r * sw[:, None], u * sw, rcond=None)[0]
+        phi = w * (u - r @ beta)
+    return mu1 - mu0, phi
+
+
 def hajek_ipw_ate(
     Y,
     T,
@@ -374,63 +467,157 @@ def hajek_ipw_ate(
     clip: tuple[float, float] = (1e-3, 1 - 1e-3),
     clusters=None,
     sample_weight=None,
+    propensity_features=None,
+    se: str = "influence",
     n_bootstrap: int = 500,
     alpha: float = 0.05,
     seed: int | None = None,
     warn_overlap: bool = True,
 ) -> IPWResult:
-    """Hajek (self-normalised) inverse-propensity-weighted ATE with bootstrap SE.
+    """Hajek (self-normalised) inverse-propensity-weighted ATE with a cluster-robust SE.
 
     Parameters
     ----------
     Y : array-like of shape (n,)
     T : array-like of shape (n,)
     propensity : float or array-like of shape (n,)
-        ê (e.g. from :func:`~eocausal.estimate.nuisance.estimate_propensity`) or known.
+        Known assignment probabilities, or ê (e.g. from
+        :func:`~eocausal.estimate.nuisance.estimate_propensity`).
     clip : (float, float), default=(1e-3, 1 - 1e-3)
         Propensities are clipped to this interval.
     clusters : array-like of shape (n,), default=None
-        The bootstrap resamples whole clusters (units when ``None``).
+        Units sharing a label are summed before squaring (influence SE) or
+        resampled together (bootstrap); each unit is its own cluster when ``None``.
     sample_weight : array-like of shape (n,), default=None
+        Positive unit weights; integer weights are equivalent to duplicated rows.
+    propensity_features : array-like of shape (n, q), default=None
+        The features ê was estimated from by a logistic regression (with the
+        same ``sample_weight``). When given, the SE accounts for the estimation
+        of ê (see Notes); without them ê is treated as known.
+    se : {"influence", "bootstrap"}, default="influence"
+        ``"influence"``: the cluster-robust sandwich SE below (recommended,
+        deterministic). ``"bootstrap"``: SD of ``n_bootstrap`` cluster
+        bootstrap replicates with ê held fixed (cannot be combined with
+        ``propensity_features``).
     n_bootstrap : int, default=500
+        Used only with ``se="bootstrap"``.
     alpha : float, default=0.05
     seed : int, default=None
+        Seeds the bootstrap.
     warn_overlap : bool, default=True
 
     Returns
     -------
     IPWResult
-        Normal interval ``estimate ± z · SE`` with SE the bootstrap sd.
+        Normal interval ``estimate ± z_{1-α/2} · std_err``; ``se_method`` says
+        which SE was computed.
 
     Notes
     -----
-    .. math:: \\hat\\tau = \\sum_i v_{1i} Y_i - \\sum_i v_{0i} Y_i,\\quad
-              v_1 = \\frac{W/\\hat e}{\\sum W/\\hat e},\\;
-              v_0 = \\frac{(1-W)/(1-\\hat e)}{\\sum (1-W)/(1-\\hat e)}
+    With weights :math:`w_i` and
+    :math:`v_{1i} = \\frac{w_i W_i/\\hat e_i}{\\sum_j w_j W_j/\\hat e_j}`,
+    :math:`v_{0i} = \\frac{w_i (1-W_i)/(1-\\hat e_i)}{\\sum_j w_j (1-W_j)/(1-\\hat e_j)}`:
 
-    Each bootstrap replicate draws units (or clusters) with replacement once
-    and recomputes both arms' weighted means on that same draw, so the two
-    arms are resampled consistently. ê is held fixed (not refitted) across
-    replicates; replicates that draw no unit of one arm are discarded.
+    .. math::
+
+        \\hat\\tau = \\hat\\mu_1 - \\hat\\mu_0 = \\sum_i v_{1i} Y_i - \\sum_i v_{0i} Y_i,
+        \\qquad \\phi_i = \\Big(\\sum_j w_j\\Big)\\big[v_{1i}(Y_i - \\hat\\mu_1) - v_{0i}(Y_i - \\hat\\mu_0)\\big],
+
+        \\widehat{SE}^2 = \\frac{C}{C-1} \\sum_c \\Big(\\sum_{i \\in c} \\phi_i\\Big)^2 \\Big/ \\Big(\\sum_i w_i\\Big)^2,
+
+    the same small-sample factor as :func:`aipw_ate` and :func:`cluster_robust_se`.
+
+    Estimated propensities: for ê from a logistic regression on features
+    :math:`x_i` (an intercept is added), pass them as ``propensity_features``;
+    φ is then replaced by its residual from the weighted least-squares
+    projection on the logistic scores :math:`s_i = x_i (W_i - \\hat e_i)`,
+
+    .. math::
+
+        u_i = \\phi_i / w_i, \\qquad
+        \\hat B = \\Big(\\sum_i w_i u_i s_i^\\top\\Big)\\Big(\\sum_i w_i s_i s_i^\\top\\Big)^{-1},
+        \\qquad \\phi_i^{\\text{adj}} = w_i\\,(u_i - \\hat B s_i),
+
+    the M-estimation correction for a fitted logistic propensity (Hirano,
+    Imbens, Ridder 2003; Lunceford, Davidian 2004). Estimating ê *reduces*
+    the variance of IPW, so the known-ê SE is conservative there: in
+    ``benchmarks/inference.py`` (logistic ê) the projected SE covers at the
+    nominal rate and the known-ê SE over-covers. The projection is exact for
+    an unpenalised logistic fit on the same units; for cross-fitted or
+    penalised fits (``estimate_propensity``) it is an approximation.
+
+    The bootstrap draws units (or clusters) with replacement and recomputes
+    both arms' weighted means on the same draw; ê is held fixed; replicates
+    that draw no unit of one arm are discarded.
+
+    References
+    ----------
+    Hirano, Imbens, Ridder (2003), "Efficient estimation of average treatment
+    effects using the estimated propensity score", Econometrica 71(4).
+    Lunceford, Davidian (2004), "Stratification and weighting via the
+    propensity score in estimation of causal treatment effects", Statistics
+    in Medicine 23(19).
     """
     Y = check_outcome(Y)
     n = len(Y)
     T = check_treatment(T, n=n)
     e = check_propensity(propensity, n=n)
-    lo, hi = float(clip[0]), float(clip[1])
-    if not 0.0 < lo < hi < 1.0:
-        raise InputDataError(f"`clip` must satisfy 0 < low < high < 1; got {clip!r}.")
-    if int(n_bootstrap) < 2:
+    lo, hi = _check_clip(clip)
+    if se not in ("influence", "bootstrap"):
+        raise InputDataError(f"`se` must be 'influence' or 'bootstrap'; got {se!r}.")
+    features = None
+    if propensity_features is not None:
+        if se == "bootstrap":
+            raise InputDataError(
+                "se='bootstrap' holds the propensity fixed and cannot account for "
+                "`propensity_features`; use se='influence' (projected influence function)."
+            )
+        features = check_features(propensity_features, n=n, name="propensity_features")
+        if features.shape[1] + 1 >= n:
+            raise InputDataError(
+                f"`propensity_features` has {features.shape[1]} columns for {n} units; the "
+                "projection needs far fewer columns than units (reduce them, e.g. by PCA)."
+            )
+    if se == "bootstrap" and int(n_bootstrap) < 2:
         raise InputDataError(f"`n_bootstrap` must be >= 2; got {n_bootstrap!r}.")
+    if not 0.0 < alpha < 1.0:
+        raise InputDataError(f"`alpha` must lie in (0, 1); got {alpha!r}.")
     if warn_overlap:
         _overlap_warning(e, stacklevel=3)
     n_clipped = int(((e < lo) | (e > hi)).sum())
     e = np.clip(e, lo, hi)
     clusters = check_clusters(clusters, n=n)
     w = _weights(check_sample_weight(sample_weight, n=n), n)
-    if T.sum() == 0 or T.sum() == n:
-        raise InputDataError("Hajek IPW needs units in both arms.")
-    estimate = float(_hajek(Y, T, e, w[None, :])[0])
+    estimate, phi = _hajek_influence(Y, T, e, w, features)
+    if se == "influence":
+        std_err, C = cluster_robust_se(phi, w.sum(), clusters)
+        used = 0
+        se_method = "influence, propensity estimated" if features is not None else "influence"
+    else:
+        std_err, C, used = _hajek_bootstrap_se(Y, T, e, w, clusters, int(n_bootstrap), seed)
+        se_method = "bootstrap"
+    z = stats.norm.ppf(1 - alpha / 2)
+    return IPWResult(
+        estimate=float(estimate),
+        std_err=std_err,
+        ci_lower=float(estimate - z * std_err),
+        ci_upper=float(estimate + z * std_err),
+        alpha=float(alpha),
+        target="all",
+        method="Hajek IPW",
+        n_units=n,
+        n_treated=int(T.sum()),
+        n_clusters=C,
+        n_bootstrap=used,
+        clip=[lo, hi],
+        n_clipped=n_clipped,
+        se_method=se_method,
+    )
+
+
+def _hajek_bootstrap_se(Y, T, e, w, clusters, n_bootstrap, seed) -> tuple[float, int, int]:
+    """Cluster bootstrap SD of the Hajek estimate (ê fixed): (se, n_clusters, replicates used)."""
+    n = len(Y)
     if clusters is None:
         inv = np.arange(n)
         C = n
@@ -439,8 +626,8 @@ def hajek_ipw_ate(
         C = int(inv.max()) + 1
     rng = np.random.default_rng(seed)
     reps = []
-    chunk = max(1, min(int(n_bootstrap), 2_000_000 // max(n, 1)))
-    left = int(n_bootstrap)
+    chunk = max(1, min(n_bootstrap, 2_000_000 // max(n, 1)))
+    left = n_bootstrap
     while left > 0:
         b = min(chunk, left)
         counts = rng.multinomial(C, np.full(C, 1.0 / C), size=b).astype(np.float64)
@@ -452,23 +639,7 @@ def hajek_ipw_ate(
         raise InputDataError(
             "Too few usable bootstrap replicates; are both arms present in several clusters?"
         )
-    se = float(np.std(reps, ddof=1))
-    z = stats.norm.ppf(1 - alpha / 2)
-    return IPWResult(
-        estimate=estimate,
-        std_err=se,
-        ci_lower=estimate - z * se,
-        ci_upper=estimate + z * se,
-        alpha=float(alpha),
-        target="all",
-        method="Hajek IPW",
-        n_units=n,
-        n_treated=int(T.sum()),
-        n_clusters=C,
-        n_bootstrap=int(reps.size),
-        clip=[lo, hi],
-        n_clipped=n_clipped,
-    )
+    return float(np.std(reps, ddof=1)), C, int(reps.size)
 
 
 def _ess(v: np.ndarray) -> float:

@@ -44,10 +44,10 @@ from eocausal.pipeline.effect_map import effect_map_stage
 from eocausal.pipeline.embed import EmbeddingStage, embed_stage, run_chips, run_embed
 from eocausal.pipeline.estimate import Estimates, estimate_stage, refit_run_model
 from eocausal.pipeline.evaluate import evaluate_stage
-from eocausal.pipeline.folder import mark_complete, mark_running, read_results, run_status
+from eocausal.pipeline.folder import mark_complete, mark_failed, mark_running, read_results, run_status
 from eocausal.pipeline.panel import panel_stage
 from eocausal.pipeline.report import report_stage
-from eocausal.pipeline.study import Log, PreparedStudy, _nolog, prepare_study
+from eocausal.pipeline.study import Log, PreparedStudy, _nolog, prepare_study, single_arm_warning_once
 
 __all__ = [
     "Estimates",
@@ -90,27 +90,39 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True,
 
     study = _start(cfg, log)
     lap("prepare")
+    try:
+        result = _stages(cfg, study, log, progress, reuse_embeddings, lap)
+    except BaseException as err:
+        mark_failed(cfg.run_dir, err)
+        raise
+    timings["total"] = time.perf_counter() - t0
+    mark_complete(cfg.run_dir, timings)
+    log(f"done in {timings['total']:.0f} s: {result[1]}")
+    return RunResult(cfg.run_dir, result[0], result[1], timings)
+
+
+def _stages(cfg: RunConfig, study: PreparedStudy, log: Log, progress: bool, reuse_embeddings: bool,
+            lap) -> tuple[dict[str, Any], Path]:
+    """The stages after the units, in order; returns the results and the report path."""
     stage = embed_stage(cfg, study, log=log, progress=progress, reuse_only=reuse_embeddings)
     exclusions = _analysed(cfg, study, stage)
     lap("embed")
     est = evaluation = map_path = None
-    if study.panel is not None:
-        sections = panel_stage(cfg, study, stage.embeddings, log=log)
-    else:
-        est = estimate_stage(cfg, study, stage.embeddings, stage.key, log=log)
-        lap("estimate")
-        evaluation = evaluate_stage(cfg, study, stage.embeddings, est, log=log)
-        sections = evaluation.sections
-        lap("evaluate")
-        map_path = effect_map_stage(cfg, study, stage, est, log=log, progress=progress)
+    with single_arm_warning_once(study):
+        if study.panel is not None:
+            sections = panel_stage(cfg, study, stage.embeddings, log=log)
+        else:
+            est = estimate_stage(cfg, study, stage.embeddings, stage.key, log=log)
+            lap("estimate")
+            evaluation = evaluate_stage(cfg, study, stage.embeddings, est, log=log)
+            sections = evaluation.sections
+            lap("evaluate")
+            map_path = effect_map_stage(cfg, study, stage, est, log=log, progress=progress)
     lap("analyse" if est is None else "map")
     results, report = report_stage(cfg, study, stage, exclusions, sections, est=est,
                                    evaluation=evaluation, map_path=map_path, log=log)
     lap("report")
-    timings["total"] = time.perf_counter() - t0
-    mark_complete(cfg.run_dir, timings)
-    log(f"done in {timings['total']:.0f} s: {report}")
-    return RunResult(cfg.run_dir, results, report, timings)
+    return results, report
 
 
 def _start(cfg: RunConfig, log: Log) -> PreparedStudy:

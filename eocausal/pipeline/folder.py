@@ -28,6 +28,7 @@ __all__ = [
     "fingerprint",
     "is_current",
     "mark_complete",
+    "mark_failed",
     "mark_running",
     "read_results",
     "run_status",
@@ -108,6 +109,13 @@ def mark_running(run_dir: Path) -> None:
 def mark_complete(run_dir: Path, timings: dict[str, float]) -> None:
     """The last write of a run: its status and timings (kept out of results.json)."""
     write_json({"status": "complete", "timings_s": timings, "finished_unix": time.time()}, run_dir / RUN_LOG)
+
+
+def mark_failed(run_dir: Path, error: BaseException) -> None:
+    """Record why a run stopped (a failed run's folder never reads as complete)."""
+    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    message = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
+    write_json({"status": status, "error": message, "finished_unix": time.time()}, run_dir / RUN_LOG)
 
 
 def run_status(run_dir: Path) -> str:

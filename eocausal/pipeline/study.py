@@ -8,7 +8,9 @@ kept for the panel estimators.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ from eocausal.config import RunConfig
 from eocausal.errors import ConfigError, EocausalError
 from eocausal.pipeline.folder import file_fingerprint, fingerprint
 
-__all__ = ["PANEL_TIME_COL", "PreparedStudy", "check_encoder", "prepare_study"]
+__all__ = ["PANEL_TIME_COL", "PreparedStudy", "check_design", "check_encoder", "prepare_study",
+           "single_arm_warning_once"]
 
 Log = Callable[[str], None]
 
@@ -103,6 +106,77 @@ def check_encoder(cfg: RunConfig) -> None:
             f"config field `encoder.weights_sha256`: pin the sha256 of {str(e.weights_path)!r} "
             "(64 hex digits, e.g. from `sha256sum`) so that a changed or corrupted file is refused"
         )
+
+
+#: a declared propensity is refused when the treated share is this many SEs away from it
+_SHARE_Z = 5.0
+
+
+def _ids_text(ids: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(map(str, ids[:limit]))
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def check_design(cfg: RunConfig, units: Any, table: pd.DataFrame) -> None:
+    """Both arms present; a declared propensity consistent with the observed treated share.
+
+    The treated share of n units (of C clusters) has SE sqrt(p(1-p)/n) under the declared
+    probability p (C replaces n when clusters are given, a conservative design effect); a
+    share more than 5 SEs away cannot come from that design.
+    """
+    s = cfg.study
+    if units.treatment is None:
+        return
+    T = units.treatment.astype(float)
+    n1, n = int(T.sum()), T.size
+    if n1 in (0, n):
+        arm = "treated" if n1 == n else "control"
+        raise ConfigError(
+            f"config field `study.treatment_col`: all {n} units of {s.treatment_col!r} are {arm}; "
+            "effects need units in both arms"
+        )
+    n_eff = n if units.clusters is None else len(np.unique(np.asarray(units.clusters).astype(str)))
+    share = n1 / n
+    if s.propensity is not None:
+        p = float(s.propensity)
+        z = (share - p) / np.sqrt(p * (1 - p) / n_eff)
+        if abs(z) > _SHARE_Z:
+            raise ConfigError(
+                f"config field `study.propensity`: {p} is declared but {share:.1%} of the {n} units "
+                f"are treated ({abs(z):.0f} standard errors away); set it to the design's assignment "
+                "probability, or remove it to estimate propensities from the images and covariates"
+            )
+    elif s.propensity_col is not None:
+        e = pd.to_numeric(table[s.propensity_col], errors="coerce").to_numpy(float)
+        bad = ~(np.isfinite(e) & (e > 0) & (e < 1))
+        if bad.any():
+            raise ConfigError(
+                f"config field `study.propensity_col`: {int(bad.sum())} units have a propensity outside "
+                f"(0, 1) or missing in {s.propensity_col!r} (units {_ids_text(table.index.to_numpy()[bad])}); "
+                "a unit that could not have been in both arms carries no information about the effect"
+            )
+        z = (share - e.mean()) / np.sqrt(np.mean(e * (1 - e)) / n_eff)
+        if abs(z) > _SHARE_Z:
+            raise ConfigError(
+                f"config field `study.propensity_col`: the propensities in {s.propensity_col!r} average "
+                f"{e.mean():.3f} but {share:.1%} of the units are treated ({abs(z):.0f} standard errors "
+                "away); check that the column holds P(treated) and not P(control) or another quantity"
+            )
+
+
+@contextmanager
+def single_arm_warning_once(study: PreparedStudy) -> Iterator[None]:
+    """Warn once about clusters holding one arm only (for the whole study), not per fit."""
+    from eocausal.errors import OverlapWarning
+    from eocausal.estimate.validation import check_clusters
+
+    units = study.units
+    if units.clusters is not None and units.treatment is not None:
+        check_clusters(units.clusters, T=units.treatment.astype(int))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\d+ of \d+ clusters hold units of one arm only",
+                                category=OverlapWarning)
+        yield
 
 
 def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
@@ -199,6 +273,7 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
         if col is not None and col not in table.columns:
             raise ConfigError(f"config field `study`: column {col!r} is not in {units_path}")
     table = table.assign(**{s.id_col: table[s.id_col].astype(str)}).set_index(s.id_col)
+    check_design(cfg, units, table)
 
     im = cfg.imagery
     if im.source in ("raster", "simulated"):

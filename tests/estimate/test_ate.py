@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from eocausal.errors import InputDataError, OverlapWarning
+from sklearn.linear_model import LogisticRegression
+
 from eocausal.estimate import (
     aipw_ate,
     cluster_robust_se,
     dr_scores,
     estimate_propensity,
     hajek_ipw_ate,
+    hajek_weights,
     make_folds,
     overlap_diagnostics,
 )
@@ -153,12 +156,13 @@ def test_aipw_input_errors():
 
 def test_hajek_brute_force_and_seeded_bootstrap():
     Y, T, e, _, _ = _tiny(4, n=40)
-    res = hajek_ipw_ate(Y, T, e, n_bootstrap=50, seed=3)
+    res = hajek_ipw_ate(Y, T, e, se="bootstrap", n_bootstrap=50, seed=3)
     v1 = T / e
     v0 = (1 - T) / (1 - e)
     assert res.estimate == pytest.approx(np.sum(v1 * Y) / v1.sum() - np.sum(v0 * Y) / v0.sum())
-    again = hajek_ipw_ate(Y, T, e, n_bootstrap=50, seed=3)
-    assert again.std_err == res.std_err
+    again = hajek_ipw_ate(Y, T, e, se="bootstrap", n_bootstrap=50, seed=3)
+    assert again.std_err == res.std_err and res.se_method == "bootstrap"
+    assert hajek_weights(T, e) @ Y == pytest.approx(res.estimate, rel=1e-12)
     json.dumps(res.to_dict())
 
 
@@ -174,7 +178,7 @@ def test_hajek_clips_and_reports():
 def test_hajek_bootstrap_se_matches_linearisation_and_clusters_widen():
     n = 4000
     _x, T, Y, _tau, e, cl = linear_sim(n, 11, n_clusters=80, cluster_sd=1.5)
-    res = hajek_ipw_ate(Y, T, e, n_bootstrap=400, seed=0)
+    res = hajek_ipw_ate(Y, T, e, se="bootstrap", n_bootstrap=400, seed=0)
     # Linearised (sandwich) SE of the Hajek estimator, each unit its own cluster.
     v1 = T / e / np.sum(T / e)
     v0 = (1 - T) / (1 - e) / np.sum((1 - T) / (1 - e))
@@ -182,39 +186,85 @@ def test_hajek_bootstrap_se_matches_linearisation_and_clusters_widen():
     infl = v1 * (Y - m1) - v0 * (Y - m0)
     lin_se = np.sqrt(np.sum(infl**2))
     assert res.std_err == pytest.approx(lin_se, rel=0.12)
-    clustered = hajek_ipw_ate(Y, T, e, clusters=cl, n_bootstrap=400, seed=0)
+    influence = hajek_ipw_ate(Y, T, e)
+    assert influence.std_err == pytest.approx(lin_se * np.sqrt(n / (n - 1)), rel=1e-10)
+    clustered = hajek_ipw_ate(Y, T, e, clusters=cl, se="bootstrap", n_bootstrap=400, seed=0)
     assert clustered.std_err > 1.5 * res.std_err
     assert clustered.n_clusters == 80
+    assert hajek_ipw_ate(Y, T, e, clusters=cl).std_err == pytest.approx(clustered.std_err, rel=0.15)
 
 
-def test_overlap_diagnostics_values_and_warning():
-    T = np.array([1, 1, 1, 0, 0, 0])
-    e = np.full(6, 0.5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        diag = overlap_diagnostics(e, T)
-    assert diag.ok and diag.ess_treated == pytest.approx(3) and diag.ess_control == pytest.approx(3)
-    e = np.array([0.02, 0.5, 0.5, 0.5, 0.97, 0.5])
-    with pytest.warns(OverlapWarning, match=r"between 0.020 and 0.970.*target='overlap'"):
-        diag = overlap_diagnostics(e, T)
-    assert not diag.ok
-    assert diag.share_low == pytest.approx(1 / 6) and diag.share_high == pytest.approx(1 / 6)
-    v = 1 / np.array([0.02, 0.5, 0.5])
-    assert diag.ess_treated == pytest.approx(v.sum() ** 2 / np.sum(v**2))
-    assert diag.treated_quantiles[0] == pytest.approx(0.02)
-    json.dumps(diag.to_dict())
+def test_hajek_influence_se_brute_force_with_weights_and_clusters():
+    Y, T, e, _, _ = _tiny(6, n=12)
+    w = np.arange(1, 13, dtype=float)
+    clusters = np.repeat([0, 1, 2, 3], 3)
+    res = hajek_ipw_ate(Y, T, e, clusters=clusters, sample_weight=w)
+    a1 = [w[i] * T[i] / e[i] for i in range(12)]
+    a0 = [w[i] * (1 - T[i]) / (1 - e[i]) for i in range(12)]
+    mu1 = sum(a1[i] * Y[i] for i in range(12)) / sum(a1)
+    mu0 = sum(a0[i] * Y[i] for i in range(12)) / sum(a0)
+    phi = [a1[i] * (Y[i] - mu1) / sum(a1) - a0[i] * (Y[i] - mu0) / sum(a0) for i in range(12)]
+    sums = [sum(phi[i] for i in range(12) if clusters[i] == c) for c in range(4)]
+    assert res.estimate == pytest.approx(mu1 - mu0, rel=1e-12)
+    assert res.std_err == pytest.approx(np.sqrt(sum(s**2 for s in sums) * 4 / 3), rel=1e-12)
+    assert res.n_clusters == 4 and res.n_bootstrap == 0 and res.se_method == "influence"
 
 
-def test_estimate_propensity_out_of_fold_and_clusters():
-    rng = np.random.default_rng(0)
-    n = 1500
-    X = rng.normal(size=(n, 5))
-    e = 1 / (1 + np.exp(-(X[:, 0] - 0.5 * X[:, 1])))
+def test_hajek_integer_weights_equal_duplicated_rows_and_scale_free():
+    rng = np.random.default_rng(8)
+    n = 200
+    x = rng.normal(size=(n, 2))
+    e = 1 / (1 + np.exp(-x[:, 0] + 0.5 * x[:, 1]))
     T = rng.binomial(1, e)
-    clusters = np.repeat(np.arange(150), 10)
-    e_hat = estimate_propensity(X, T, clusters=clusters, seed=0, n_jobs=1)
-    assert e_hat.shape == (n,) and ((e_hat > 0) & (e_hat < 1)).all()
-    assert np.corrcoef(e_hat, e)[0, 1] > 0.95
-    assert np.abs(e_hat - e).mean() < 0.05
-    again = estimate_propensity(X, T, clusters=clusters, seed=0, n_jobs=1)
-    np.testing.assert_array_equal(e_hat, again)
+    Y = T + x[:, 0] + rng.normal(size=n)
+    cl = np.arange(n) // 4
+    wt = rng.integers(1, 5, n)
+    rows = np.repeat(np.arange(n), wt)
+    for feats in (None, x):
+        kw = {"propensity_features": feats}
+        a = hajek_ipw_ate(Y, T, e, clusters=cl, sample_weight=wt, **kw)
+        b = hajek_ipw_ate(Y[rows], T[rows], e[rows], clusters=cl[rows],
+                          propensity_features=None if feats is None else feats[rows])  # fmt: skip
+        c = hajek_ipw_ate(Y, T, e, clusters=cl, sample_weight=wt / 7.0, **kw)
+        for other in (b, c):
+            assert other.estimate == pytest.approx(a.estimate, rel=1e-12)
+            assert other.std_err == pytest.approx(a.std_err, rel=1e-10)
+    assert a.se_method == "influence, propensity estimated"
+    with pytest.raises(InputDataError, match="se='influence'"):
+        hajek_ipw_ate(Y, T, e, propensity_features=x, se="bootstrap")
+
+
+def _logistic_mle(x, T, iterations=30):
+    """Unpenalised logistic regression of each row of T on [1, x] (rows are replications), by Newton."""
+    Z = np.stack([np.ones_like(x), x], axis=-1)  # (reps, n, 2)
+    beta = np.zeros((x.shape[0], 2))
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-np.einsum("rnk,rk->rn", Z, beta)))
+        grad = np.einsum("rnk,rn->rk", Z, T - p)
+        hess = np.einsum("rnk,rn,rnl->rkl", Z, p * (1 - p), Z)
+        beta += np.linalg.solve(hess, grad[..., None])[..., 0]
+    return 1 / (1 + np.exp(-np.einsum("rnk,rk->rn", Z, beta)))
+
+
+def test_hajek_estimated_logistic_propensity_projected_se_is_right():
+    """ê from a logistic fit: the projected SE matches the Monte Carlo sd; known-ê SE overstates it."""
+    rng = np.random.default_rng(9)
+    n, reps = 1000, 400
+    x = rng.normal(size=(reps, n))
+    T = rng.binomial(1, 1 / (1 + np.exp(-x)))
+    Y = T + 2 * x + rng.normal(size=(reps, n))
+    e_hat = _logistic_mle(x, T)
+    sklearn_fit = LogisticRegression(C=np.inf).fit(x[0][:, None], T[0])
+    np.testing.assert_allclose(e_hat[0], sklearn_fit.predict_proba(x[0][:, None])[:, 1], atol=1e-4)
+    est, projected, known = [], [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OverlapWarning)
+        for r in range(reps):
+            p = hajek_ipw_ate(Y[r], T[r], e_hat[r], propensity_features=x[r])
+            est.append(p.estimate)
+            projected.append(p.std_err)
+            known.append(hajek_ipw_ate(Y[r], T[r], e_hat[r]).std_err)
+    mc_sd = np.std(est, ddof=1)
+    assert abs(np.mean(est) - 1.0) < 4 * mc_sd / np.sqrt(reps)
+    assert np.mean(projected) == pytest.approx(mc_sd, rel=0.12), (np.mean(projected), mc_sd)
+    assert np.mean(known) > 1.25 * mc_sd  # treating ê as known is conservative here
