@@ -127,3 +127,44 @@ def test_a_killed_run_is_not_read_as_complete(tmp_path):
         read_results(run)
     mark_complete(run, {"total": 1.0})
     assert read_results(run) == {}
+
+
+def test_kill_at_three_random_points_then_rerun_gives_identical_results(tmp_path, study_files):
+    """kill -9 of `eocausal run` at three random moments; each killed folder reads as incomplete,
+    and the final rerun gives the same results.json as an uninterrupted run, with no temporaries."""
+    import os
+    import signal
+    import time
+
+    from eocausal.pipeline import run_status
+
+    inputs = tmp_path / "inputs"
+    shutil.copytree(study_files, inputs)
+    cfg = _config(tmp_path, inputs)
+    data = yaml.safe_load(cfg.read_text())
+    data["map"] = {"enabled": True, "grid": 6}
+    cfg.write_text(yaml.safe_dump(data))
+
+    t0 = time.perf_counter()
+    reference = _cli("run", str(cfg), "-q", "--run-dir", str(tmp_path / "reference"))
+    wall = time.perf_counter() - t0
+    assert reference.returncode == 0, reference.stderr
+
+    run = tmp_path / "killed"
+    rng = np.random.default_rng(7)
+    for moment in sorted(rng.uniform(0.15, 0.9, size=3) * wall):
+        proc = subprocess.Popen([sys.executable, "-m", "eocausal", "run", str(cfg), "-q", "--run-dir", str(run)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(moment)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if run.exists():
+                assert run_status(run) != "complete"
+    final = _cli("run", str(cfg), "-q", "--run-dir", str(run))
+    assert final.returncode == 0, final.stderr
+    assert run_status(run) == "complete"
+    assert (run / "results.json").read_bytes() == (tmp_path / "reference" / "results.json").read_bytes()
+    assert (run / "cate.csv").read_bytes() == (tmp_path / "reference" / "cate.csv").read_bytes()
+    leftovers = [p for p in run.rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers

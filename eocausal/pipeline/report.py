@@ -34,10 +34,25 @@ def round_floats(value: Any, digits: int = 10) -> Any:
     return value
 
 
+#: how an exclusion reason reads in the summary, by the pattern of its text (first match)
+_REASON_KINDS = (
+    (r"^valid fraction [\d.]+ < min_valid_fraction", "too little valid imagery (below imagery.min_valid_fraction)"),
+    (r"^missing covariate", "missing covariates"),
+    (r"outside", "outside the imagery"),
+)
+
+
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:
-    """Exclusion counts by kind of reason (numbers and scale names stripped from the text)."""
-    kinds = reasons.astype(str).str.split(";").str[0].str.replace(r"(?<![\w.])[-+]?\d[\d.]*", "#", regex=True)
-    kinds = kinds.str.replace(r" at scale '[^']*'", "", regex=True).str.strip()
+    """Exclusion counts by kind of reason (the first reason of each unit, values left out)."""
+    first = reasons.astype(str).str.split(";").str[0].str.strip()
+    kinds = first.copy()
+    matched = pd.Series(False, index=first.index)
+    for pattern, kind in _REASON_KINDS:
+        hit = ~matched & first.str.contains(pattern, regex=True)
+        kinds[hit] = kind
+        matched |= hit
+    rest = kinds[~matched].str.replace(r"(?<![\w.])[-+]?\d[\d.]*", "N", regex=True)
+    kinds[~matched] = rest.str.replace(r" at scale '[^']*'", "", regex=True)
     return {str(k): int(v) for k, v in kinds.value_counts().sort_index().items()}
 
 

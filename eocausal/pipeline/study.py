@@ -22,7 +22,7 @@ from eocausal.config import RunConfig
 from eocausal.errors import ConfigError, EocausalError
 from eocausal.pipeline.folder import file_fingerprint, fingerprint
 
-__all__ = ["PANEL_TIME_COL", "PreparedStudy", "check_design", "check_encoder", "prepare_study",
+__all__ = ["PANEL_TIME_COL", "PreparedStudy", "build_imagery", "check_design", "check_encoder", "prepare_study",
            "single_arm_warning_once"]
 
 Log = Callable[[str], None]
@@ -179,9 +179,50 @@ def single_arm_warning_once(study: PreparedStudy) -> Iterator[None]:
         yield
 
 
+def build_imagery(cfg: Any, imagery_paths: list[Path]) -> tuple[Any, Any]:
+    """The imagery source and chip spec of ``cfg.imagery`` (bands and recipe of a registered encoder)."""
+    from eocausal.imagery import ChipSpec, PrecutChipSource, RasterSource, Scale, StacSource
+
+    im = cfg.imagery
+    if im.source in ("raster", "simulated"):
+        source = RasterSource([str(p) for p in imagery_paths])
+    elif im.source == "stac":
+        source = StacSource(str(imagery_paths[0]), bands=im.bands)
+    else:
+        source = PrecutChipSource.from_npz(
+            str(im.precut), images_key=im.precut_images_key, keys_key=im.precut_keys_key
+        )
+    bands, recipe = im.bands, im.recipe
+    if cfg.encoder.name != "mosaiks":
+        # a registered encoder knows its bands and scaling recipe; the config may not repeat them
+        from eocausal.encode import get_weights_entry
+
+        try:
+            entry = get_weights_entry(cfg.encoder.name)
+        except EocausalError:
+            entry = None
+        if entry is not None:
+            bands = bands or list(entry.bands)
+            if recipe == "none":
+                recipe = entry.recipe
+            elif recipe != entry.recipe:
+                raise ConfigError(
+                    f"config field `imagery.recipe`: {recipe!r} differs from the recipe the "
+                    f"weights {entry.name!r} were trained with ({entry.recipe!r}); remove it or set it to {entry.recipe!r}"
+                )
+    spec = ChipSpec(
+        [Scale(c.name, size_px=c.size_px, size_km=c.size_km, out_px=c.out_px) for c in im.scales],
+        bands=bands,
+        recipe=recipe,
+        dates=im.dates,
+        min_valid_fraction=im.min_valid_fraction,
+        qa_mask=im.qa_mask,
+    )
+    return source, spec
+
+
 def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
     """Load (or simulate) the units and build the imagery source and chip spec."""
-    from eocausal.imagery import ChipSpec, PrecutChipSource, RasterSource, Scale, StacSource
     from eocausal.units import StudyUnits
 
     check_encoder(cfg)
@@ -275,41 +316,7 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
     table = table.assign(**{s.id_col: table[s.id_col].astype(str)}).set_index(s.id_col)
     check_design(cfg, units, table)
 
-    im = cfg.imagery
-    if im.source in ("raster", "simulated"):
-        source = RasterSource([str(p) for p in imagery_paths])
-    elif im.source == "stac":
-        source = StacSource(str(imagery_paths[0]), bands=im.bands)
-    else:
-        source = PrecutChipSource.from_npz(
-            str(im.precut), images_key=im.precut_images_key, keys_key=im.precut_keys_key
-        )
-    bands, recipe = im.bands, im.recipe
-    if cfg.encoder.name != "mosaiks":
-        # a registered encoder knows its bands and scaling recipe; the config may not repeat them
-        from eocausal.encode import get_weights_entry
-
-        try:
-            entry = get_weights_entry(cfg.encoder.name)
-        except EocausalError:
-            entry = None
-        if entry is not None:
-            bands = bands or list(entry.bands)
-            if recipe == "none":
-                recipe = entry.recipe
-            elif recipe != entry.recipe:
-                raise ConfigError(
-                    f"config field `imagery.recipe`: {recipe!r} differs from the recipe the "
-                    f"weights {entry.name!r} were trained with ({entry.recipe!r}); remove it or set it to {entry.recipe!r}"
-                )
-    spec = ChipSpec(
-        [Scale(c.name, size_px=c.size_px, size_km=c.size_km, out_px=c.out_px) for c in im.scales],
-        bands=bands,
-        recipe=recipe,
-        dates=im.dates,
-        min_valid_fraction=im.min_valid_fraction,
-        qa_mask=im.qa_mask,
-    )
+    source, spec = build_imagery(cfg, imagery_paths)
     return PreparedStudy(units, table, source, spec, imagery_paths, description, excluded, panel, time_col,
                          Path(units_path))
 
