@@ -1,17 +1,22 @@
 """Atomic file writes: write beside the target, then rename over it.
 
 A reader (or a rerun after ``kill -9``) sees either the old file or the whole new
-one, never a partial file. Temporary files are named ``.{name}.tmp-{pid}{suffix}``
-in the target's folder (a rename is atomic only within one file system), so
-:func:`remove_stale_temporaries` can find the leftovers of a killed process.
-Uses only the standard library, numpy and pandas: every stage may import it.
+one, never a partial file. Temporary files are named
+``.{name}.tmp-{host}-{pid}{suffix}`` in the target's folder (a rename is atomic
+only within one file system), so :func:`remove_stale_temporaries` can find the
+leftovers of a killed process, and never touches those of a live process or of
+another host (the ranks of a job spread over several nodes share the folder).
+Uses only the standard library and numpy (pandas and pyarrow objects are written
+through their own methods): every stage may import it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+import re
+import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,10 +30,20 @@ __all__ = [
     "write_bytes",
     "write_csv",
     "write_json",
+    "write_parquet",
     "write_text",
 ]
 
 _TMP_MARK = ".tmp-"
+# what follows the mark: [host-]pid[.suffix]; names without a host are those of older versions
+_TAG = re.compile(r"(?:(?P<host>.+)-)?(?P<pid>\d+)(?:\.[^.]*)?")
+
+
+def _temporary_name(path: Path) -> Path:
+    """The temporary sibling of ``path`` for this host and process (keeps the suffix)."""
+    return path.with_name(
+        f".{path.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}{path.suffix}"
+    )
 
 
 @contextmanager
@@ -49,7 +64,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}{_TMP_MARK}{os.getpid()}{path.suffix}")
+    tmp = _temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -98,32 +113,56 @@ def write_csv(frame, path: str | os.PathLike, **to_csv: Any) -> Path:
     return Path(path)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, *, alive: Callable[[int], bool] | None = None) -> list[Path]:
-    """Delete the temporaries of processes that no longer run under ``folder`` (recursively).
+def write_parquet(table, path: str | os.PathLike) -> Path:
+    """Write a pyarrow ``table`` as Parquet to ``path`` atomically."""
+    import pyarrow.parquet as pq
 
-    Returns the removed paths. A temporary of a live process (``alive(pid)`` true; by
-    default: the pid exists) is left alone.
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that killed writers left under ``folder``.
+
+    A temporary ``.<name>.tmp-<host>-<pid>[<suffix>]`` (or ``.<name>.tmp-<pid>[<suffix>]``,
+    as older versions named them) is stale when it was written on this host by a process
+    that no longer runs. Files of live processes and of other hosts are left alone.
+
+    Parameters
+    ----------
+    folder : path-like
+        Folder to clean; a missing folder is fine.
+    recursive : bool, default=True
+        Also clean the sub-folders.
+
+    Returns
+    -------
+    list of Path
+        The files deleted.
     """
-    alive = alive or _pid_alive
-    removed = []
     root = Path(folder)
-    if not root.exists():
-        return removed
-    for p in root.rglob(f".*{_TMP_MARK}*"):
-        pid_text = p.name.split(_TMP_MARK, 1)[1].split(".", 1)[0]
-        if pid_text.isdigit() and not alive(int(pid_text)) and p.is_file():
-            p.unlink(missing_ok=True)
-            removed.append(p)
+    if not root.is_dir():
+        return []
+    host = socket.gethostname()
+    pattern = f".*{_TMP_MARK}*"
+    removed = []
+    for tmp in root.rglob(pattern) if recursive else root.glob(pattern):
+        tag = _TAG.fullmatch(tmp.name.rpartition(_TMP_MARK)[2])
+        if tag is None or tag["host"] not in (None, host) or not tmp.is_file():
+            continue
+        if _pid_alive(int(tag["pid"])):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
     return removed
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # alive, owned by another user
         return True
     return True

@@ -16,9 +16,8 @@ Parquet without ``geometry`` column nor ``geo`` key. Either way the key
 where the provenance records the encoder, weights sha256, chip spec, package
 versions, input fingerprints, ... Files written before version 2 (plain
 Parquet whose ``eocausal`` key is the provenance itself) are still read.
-Writes are atomic (temporary file, then rename), so a crashed job never
-leaves a half-written artifact behind; :func:`remove_orphaned_temporaries`
-deletes the temporary files of processes killed mid-write.
+Writes are atomic (:mod:`eocausal.atomic`: temporary file, then rename), so a
+crashed job never leaves a half-written artifact behind.
 
 In memory, :class:`Embeddings` keeps one ``(n_units, D)`` float32 block per
 scale, rows aligned with ``unit_ids``, and optionally the units' points
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +40,10 @@ import pyarrow.parquet as pq
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
+from eocausal.atomic import write_parquet
 from eocausal.errors import EmbeddingsError
 
-__all__ = [
-    "Embeddings",
-    "atomic_write_bytes",
-    "atomic_write_table",
-    "remove_orphaned_temporaries",
-]
+__all__ = ["Embeddings"]
 
 _META_KEY = b"eocausal"
 _GEO_KEY = b"geo"
@@ -57,74 +51,6 @@ _FORMAT = "eocausal.embeddings"
 _FORMAT_VERSION = 2
 _GEOPARQUET_VERSION = "1.1.0"
 _REGENERATE = "regenerate it with `eocausal embed` (or eocausal.encode.embed)"
-
-
-def _tmp_path(path: Path) -> Path:
-    """Temporary sibling of ``path`` that names this host and process."""
-    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-
-
-def atomic_write_table(table: pa.Table, path: str | os.PathLike) -> Path:
-    """Write ``table`` to ``path`` as Parquet through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-def remove_orphaned_temporaries(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed writers left in ``directory``.
-
-    A temporary file ``.<name>.tmp-<host>-<pid>`` (or ``.<name>.tmp-<pid>``,
-    as older versions named them) is an orphan when it was written on this
-    host by a process that no longer runs. Files of live processes and of
-    other hosts (a job spread over several nodes) are left alone.
-
-    Parameters
-    ----------
-    directory : path-like
-        Folder to clean (not recursive); a missing folder is fine.
-
-    Returns
-    -------
-    list of Path
-        The files deleted.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    host = socket.gethostname()
-    removed = []
-    for tmp in directory.glob(".*.tmp-*"):
-        tag = tmp.name.rpartition(".tmp-")[2]
-        writer_host, _, pid = tag.rpartition("-") if not tag.isdigit() else ("", "", tag)
-        if writer_host not in ("", host) or not pid.isdigit() or _pid_alive(int(pid)):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
 
 
 def _clean_coords(coords: Any, crs: Any, n: int) -> tuple[np.ndarray | None, CRS | None]:
@@ -361,7 +287,7 @@ class Embeddings:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically to a GeoParquet file (plain Parquet when no unit has a point)."""
-        return atomic_write_table(self.to_table(), path)
+        return write_parquet(self.to_table(), path)
 
     @classmethod
     def from_table(cls, table: pa.Table, *, source: str = "the embeddings table") -> Embeddings:

@@ -23,7 +23,8 @@ from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
 
 from eocausal.embeddings import Embeddings
-from eocausal.errors import EmbeddingsError, InputDataError, NotFittedError
+from eocausal.errors import EmbeddingsError, InputDataError
+from eocausal.validation import check_is_fitted
 
 __all__ = ["Features", "MultiScaleFeatures", "align_covariates"]
 
@@ -260,10 +261,7 @@ class MultiScaleFeatures(BaseEstimator):
         Features
             ``X`` of shape (n_units, n_features_out_).
         """
-        if not hasattr(self, "columns_"):
-            raise NotFittedError(
-                "This MultiScaleFeatures instance is not fitted yet. Call 'fit' on the training units first."
-            )
+        check_is_fitted(self, "columns_")
         parts = []
         for scale in self.scales_:
             block = embeddings.block(scale).astype(np.float64)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyproj import CRS
 
-from eocausal.embeddings import Embeddings, remove_orphaned_temporaries
+from eocausal.embeddings import Embeddings
 from eocausal.errors import EmbeddingsError
 
 
@@ -147,22 +143,3 @@ def test_points_are_checked():
         Embeddings(["a"], {"s": np.zeros((1, 2))}, coords=[1.0, 2.0], crs="EPSG:4326")
     with pytest.raises(EmbeddingsError, match="two finite numbers or two NaN"):
         Embeddings(["a"], {"s": np.zeros((1, 2))}, coords=[[1.0, np.nan]], crs="EPSG:4326")
-
-
-def test_orphaned_temporaries_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    host = socket.gethostname()
-    files = {
-        "dead": tmp_path / f".e.parquet.tmp-{host}-{dead.pid}",
-        "dead_old_naming": tmp_path / f".manifest.json.tmp-{dead.pid}",
-        "alive": tmp_path / f".e.parquet.tmp-{host}-{os.getpid()}",
-        "other_host": tmp_path / f".e.parquet.tmp-{host}x-{dead.pid}",
-        "not_a_temporary": tmp_path / "e.parquet",
-    }
-    for f in files.values():
-        f.write_bytes(b"x")
-    removed = remove_orphaned_temporaries(tmp_path)
-    assert sorted(removed) == sorted([files["dead"], files["dead_old_naming"]])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        files[k].name for k in ("alive", "other_host", "not_a_temporary"))

@@ -32,3 +32,13 @@ def test_public_api_resolves():
 
     for name in eocausal.__all__:
         assert getattr(eocausal, name) is not None, name
+
+
+def test_shared_checks_splitting_and_writes_are_light():
+    code = (
+        "import sys, eocausal.validation, eocausal.splitting, eocausal.atomic; "
+        "print(sorted(m for m in ('econml', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from eocausal.errors import CalibrationWarning, ConfigError, InputDataError, NotFittedError
-from eocausal.estimate.validation import check_outcome, check_propensity
+from eocausal.errors import CalibrationWarning, ConfigError, InputDataError
+from eocausal.validation import check_outcome, check_propensity
 
 
 def check_pair(
@@ -46,14 +46,6 @@ def check_alpha(alpha: Any) -> float:
     if not (isinstance(alpha, float) and 0 < alpha < 1):
         raise ConfigError(f"`alpha` must be a float in (0, 1); got {alpha!r}. Use 0.05 for 95 %.")
     return alpha
-
-
-def check_fitted(est: BaseEstimator, attr: str) -> None:
-    if not hasattr(est, attr):
-        raise NotFittedError(
-            f"This {type(est).__name__} instance is not fitted yet. "
-            "Call 'fit' with calibration predictions and truths before using it."
-        )
 
 
 def warn_small(n: int, min_size: int, who: str) -> None:

@@ -27,7 +27,7 @@ from eocausal.debias.corrections import (
     make_correction,
 )
 from eocausal.errors import CalibrationWarning, ConfigError, EstimationError, InputDataError
-from eocausal.estimate.validation import check_outcome
+from eocausal.validation import check_outcome
 
 __all__ = ["CorrectionBootstrap", "correction_bootstrap"]
 

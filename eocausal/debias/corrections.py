@@ -19,13 +19,12 @@ from sklearn.base import BaseEstimator, clone
 
 from eocausal.debias._checks import (
     check_common_params,
-    check_fitted,
     check_pair,
     warn_small,
     warn_support,
 )
 from eocausal.errors import CalibrationWarning, ConfigError, EstimationError, InputDataError
-from eocausal.estimate.validation import check_outcome
+from eocausal.validation import check_is_fitted, check_outcome
 
 __all__ = [
     "METHODS",
@@ -175,14 +174,14 @@ class LinearCalibration(BaseEstimator):
 
     def transform(self, predicted) -> np.ndarray:
         """Return the corrected outcomes :math:`(\\hat Y - m)/k`, shape (n,)."""
-        check_fitted(self, "slope_")
+        check_is_fitted(self, "slope_")
         pred = check_outcome(predicted, name="predicted")
         warn_support(pred, self.support_, self.max_outside_fraction, "LinearCalibration")
         return (pred - self.intercept_) / self.slope_
 
     def diagnostics(self) -> dict:
         """JSON-serialisable summary of the fitted calibration."""
-        check_fitted(self, "slope_")
+        check_is_fitted(self, "slope_")
         return {
             "intercept": self.intercept_,
             "slope": self.slope_,
@@ -407,7 +406,7 @@ class TweedieCorrection(BaseEstimator):
 
     def density_score(self, predicted) -> np.ndarray:
         """Return :math:`\\frac{d}{d\\hat y}\\log\\hat p(\\hat Y_i)` for each prediction, shape (n,)."""
-        check_fitted(self, "sigma_")
+        check_is_fitted(self, "sigma_")
         pred = check_outcome(predicted, name="predicted")
         if self.density_source == "calibration_predictions":
             sample, h = self.density_sample_, self.bandwidth_
@@ -423,14 +422,14 @@ class TweedieCorrection(BaseEstimator):
 
     def transform(self, predicted) -> np.ndarray:
         """Return the corrected outcomes :math:`\\hat Y - \\sigma^2 \\cdot` score, shape (n,)."""
-        check_fitted(self, "sigma_")
+        check_is_fitted(self, "sigma_")
         pred = check_outcome(predicted, name="predicted")
         warn_support(pred, self.support_, self.max_outside_fraction, "TweedieCorrection")
         return pred - self.sigma_**2 * self.density_score(pred)
 
     def diagnostics(self) -> dict:
         """JSON-serialisable summary of the fitted correction."""
-        check_fitted(self, "sigma_")
+        check_is_fitted(self, "sigma_")
         return {
             "sigma": self.sigma_,
             "sigma_source": self.sigma_source,

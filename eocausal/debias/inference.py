@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from eocausal.debias._checks import (
     check_alpha,
@@ -25,9 +24,9 @@ from eocausal.debias._checks import (
 )
 from eocausal.debias.bootstrap import CorrectionBootstrap, correction_bootstrap
 from eocausal.debias.corrections import LinearCalibration, TweedieCorrection
-from eocausal.debias.outcome import debias_outcome
-from eocausal.estimate.ate import aipw_ate, hajek_ipw_ate, hajek_weights
-from eocausal.estimate.validation import (
+from eocausal.debias.outcome import DebiasResult, debias_outcome
+from eocausal.estimate.ate import aipw_ate, hajek_ipw_ate, hajek_weights, normal_interval
+from eocausal.validation import (
     check_clusters,
     check_outcome,
     check_sample_weight,
@@ -35,10 +34,6 @@ from eocausal.estimate.validation import (
 )
 
 __all__ = ["DebiasedAIPW", "DebiasedATE", "debiased_aipw_ate", "debiased_ate"]
-
-
-def _plain(fields: dict) -> dict:
-    return {k: float(v) if isinstance(v, np.floating) else v for k, v in fields.items()}
 
 
 def _se_note(sampling: str, n_clusters: int, n_units: int, boot: CorrectionBootstrap) -> str:
@@ -53,9 +48,9 @@ def _se_note(sampling: str, n_clusters: int, n_units: int, boot: CorrectionBoots
     return f"std_err = sqrt(sampling^2 + calibration^2); sampling part {sampling} ({groups}); {calibration}"
 
 
-@dataclass
-class DebiasedATE:
-    """Naive and corrected Hajek IPW effects side by side.
+@dataclass(kw_only=True)
+class _CorrectedEffect:
+    """An effect on a corrected outcome whose SE includes the correction's uncertainty.
 
     Attributes
     ----------
@@ -64,19 +59,15 @@ class DebiasedATE:
     std_err : float
         :math:`\\sqrt{\\text{sampling\\_se}^2 + \\text{calibration\\_se}^2}`.
     sampling_se : float
-        Cluster-robust influence-function SE with the correction held fixed.
+        Cluster-robust SE of the estimator with the correction held fixed.
     calibration_se : float
         SD of the estimate over corrections refitted on resampled calibration pairs.
     ci_lower, ci_upper : float
         ``estimate ± z_{1-α/2} · std_err``.
-    naive, naive_se : float
-        The same estimator on the raw predictions, and its sampling SE.
     method : str
         The correction ("none", "linear", "tweedie").
     se_note : str
         What ``std_err`` includes, in words.
-    propensity_source : str
-        "given", "given, estimated from propensity_features" or "treated share (randomized)".
     n_units, n_clusters, n_calibration, n_bootstrap, bootstrap_failures : int
     alpha : float
     diagnostics : dict
@@ -89,11 +80,8 @@ class DebiasedATE:
     calibration_se: float
     ci_lower: float
     ci_upper: float
-    naive: float
-    naive_se: float
     method: str
     se_note: str
-    propensity_source: str
     n_units: int
     n_clusters: int
     n_calibration: int
@@ -104,7 +92,103 @@ class DebiasedATE:
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict."""
-        return _plain(self.__dict__)
+        return {k: float(v) if isinstance(v, np.floating) else v for k, v in self.__dict__.items()}
+
+
+def _corrected_effect(
+    sampling,
+    boot: CorrectionBootstrap,
+    res,
+    *,
+    alpha: float,
+    n_calibration: int,
+    sampling_note: str,
+) -> dict:
+    """The fields of :class:`_CorrectedEffect` from the sampling result and the bootstrap."""
+    se = float(boot.combine(sampling.std_err)[0])
+    lower, upper = normal_interval(sampling.estimate, se, alpha)
+    res.diagnostics["bootstrap_failures"] = boot.n_failed
+    return {
+        "estimate": sampling.estimate,
+        "std_err": se,
+        "sampling_se": sampling.std_err,
+        "calibration_se": float(boot.std_err[0]),
+        "ci_lower": float(lower),
+        "ci_upper": float(upper),
+        "method": res.method,
+        "se_note": _se_note(sampling_note, sampling.n_clusters, sampling.n_units, boot),
+        "n_units": sampling.n_units,
+        "n_clusters": sampling.n_clusters,
+        "n_calibration": n_calibration,
+        "n_bootstrap": boot.n_bootstrap,
+        "bootstrap_failures": boot.n_failed,
+        "alpha": alpha,
+        "diagnostics": res.diagnostics,
+    }
+
+
+def _check_study(predicted, treatment, clusters, sample_weight, n_bootstrap, alpha):
+    """Checked study inputs shared by the debiased estimators."""
+    pred = check_outcome(predicted, name="predicted")
+    n = pred.size
+    T = check_treatment(treatment, n=n, name="treatment")
+    return (
+        pred,
+        T,
+        check_clusters(clusters, n=n),
+        check_sample_weight(sample_weight, n=n),
+        check_n_bootstrap(n_bootstrap),
+        check_alpha(alpha),
+    )
+
+
+def _correct_with_bootstrap(
+    statistic, pred, cal_p, cal_t, *, method, models, n_folds, n_bootstrap, seed
+) -> tuple[DebiasResult, CorrectionBootstrap]:
+    """The correction of ``pred`` and the calibration bootstrap of ``statistic`` under it."""
+    res = debias_outcome(
+        pred,
+        calibration_predicted=cal_p,
+        calibration_truth=cal_t,
+        method=method,
+        n_folds=n_folds,
+        seed=seed,
+        **models,
+    )
+    boot = correction_bootstrap(
+        statistic,
+        pred,
+        calibration_predicted=cal_p,
+        calibration_truth=cal_t,
+        method=res.method,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        **models,
+    )
+    return res, boot
+
+
+@dataclass(kw_only=True)
+class DebiasedATE(_CorrectedEffect):
+    """Naive and corrected Hajek IPW effects side by side.
+
+    The attributes of an effect on a corrected outcome (``estimate``, ``std_err``,
+    ``sampling_se``: the cluster-robust influence-function SE, ``calibration_se``,
+    ``ci_lower``, ``ci_upper``, ``method``, ``se_note``, ``n_units``, ``n_clusters``,
+    ``n_calibration``, ``n_bootstrap``, ``bootstrap_failures``, ``alpha``,
+    ``diagnostics``), and:
+
+    Attributes
+    ----------
+    naive, naive_se : float
+        The same estimator on the raw predictions, and its sampling SE.
+    propensity_source : str
+        "given", "given, estimated from propensity_features" or "treated share (randomized)".
+    """
+
+    naive: float
+    naive_se: float
+    propensity_source: str
 
 
 def debiased_ate(
@@ -194,47 +278,28 @@ def debiased_ate(
     treatment given the outcome, and that the calibration pairs share the
     study's measurement model.
     """
-    pred = check_outcome(predicted, name="predicted")
-    n = pred.size
-    T = check_treatment(treatment, n=n, name="treatment")
-    cl = check_clusters(clusters, n=n)
-    w = check_sample_weight(sample_weight, n=n)
+    pred, T, cl, w, n_bootstrap, alpha = _check_study(
+        predicted, treatment, clusters, sample_weight, n_bootstrap, alpha
+    )
     e = design_propensity(propensity, randomized, T, w)
-    n_bootstrap = check_n_bootstrap(n_bootstrap)
-    alpha = check_alpha(alpha)
     cal_p, cal_t = check_pair(
         calibration_predicted, calibration_truth, "calibration_predicted", "calibration_truth"
     )
-    res = debias_outcome(
+    v = hajek_weights(T, e, sample_weight=w)
+    res, boot = _correct_with_bootstrap(
+        lambda y: v @ y,
         pred,
-        calibration_predicted=cal_p,
-        calibration_truth=cal_t,
+        cal_p,
+        cal_t,
         method=method,
-        linear=linear,
-        tweedie=tweedie,
-        residuals=residuals,
+        models={"linear": linear, "tweedie": tweedie, "residuals": residuals},
         n_folds=n_folds,
+        n_bootstrap=n_bootstrap,
         seed=seed,
     )
     design = {"clusters": cl, "sample_weight": w, "propensity_features": propensity_features}
     naive = hajek_ipw_ate(pred, T, e, alpha=alpha, **design)
     corrected = hajek_ipw_ate(res.corrected, T, e, alpha=alpha, warn_overlap=False, **design)
-    v = hajek_weights(T, e, sample_weight=w)
-    boot = correction_bootstrap(
-        lambda y: v @ y,
-        pred,
-        calibration_predicted=cal_p,
-        calibration_truth=cal_t,
-        method=res.method,
-        linear=linear,
-        tweedie=tweedie,
-        residuals=residuals,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-    )
-    calibration_se = float(boot.std_err[0])
-    se = float(boot.combine(corrected.std_err)[0])
-    z = stats.norm.ppf(1 - alpha / 2)
     if propensity is None:
         source = "treated share (randomized)"
     elif propensity_features is not None:
@@ -246,69 +311,33 @@ def debiased_ate(
         if propensity_features is not None
         else "from the Hajek influence function, propensity treated as known"
     )
-    res.diagnostics["bootstrap_failures"] = boot.n_failed
     return DebiasedATE(
-        estimate=corrected.estimate,
-        std_err=se,
-        sampling_se=corrected.std_err,
-        calibration_se=calibration_se,
-        ci_lower=float(corrected.estimate - z * se),
-        ci_upper=float(corrected.estimate + z * se),
+        **_corrected_effect(
+            corrected, boot, res, alpha=alpha, n_calibration=int(cal_p.size), sampling_note=sampling
+        ),
         naive=naive.estimate,
         naive_se=naive.std_err,
-        method=res.method,
-        se_note=_se_note(sampling, corrected.n_clusters, n, boot),
         propensity_source=source,
-        n_units=n,
-        n_clusters=corrected.n_clusters,
-        n_calibration=int(cal_p.size),
-        n_bootstrap=boot.n_bootstrap,
-        bootstrap_failures=boot.n_failed,
-        alpha=alpha,
-        diagnostics=res.diagnostics,
     )
 
 
-@dataclass
-class DebiasedAIPW:
+@dataclass(kw_only=True)
+class DebiasedAIPW(_CorrectedEffect):
     """AIPW effect on a corrected outcome.
+
+    The attributes of an effect on a corrected outcome (``estimate``, ``std_err``,
+    ``sampling_se``: the cluster-robust SE of :func:`~eocausal.estimate.aipw_ate`,
+    ``calibration_se``: nuisances held fixed, ``ci_lower``, ``ci_upper``, ``method``,
+    ``se_note``, ``n_units``, ``n_clusters``, ``n_calibration``, ``n_bootstrap``,
+    ``bootstrap_failures``, ``alpha``, ``diagnostics``), and:
 
     Attributes
     ----------
-    estimate : float
-    std_err : float
-        :math:`\\sqrt{\\text{sampling\\_se}^2 + \\text{calibration\\_se}^2}`.
-    sampling_se : float
-        Cluster-robust SE of :func:`~eocausal.estimate.aipw_ate` (correction held fixed).
-    calibration_se : float
-        SD over corrections refitted on resampled calibration pairs, nuisances held fixed.
-    ci_lower, ci_upper : float
-    target, method, se_note : str
-    n_units, n_clusters, n_calibration, n_bootstrap, bootstrap_failures : int
-    alpha : float
-    diagnostics : dict
+    target : str
+        The AIPW target population.
     """
 
-    estimate: float
-    std_err: float
-    sampling_se: float
-    calibration_se: float
-    ci_lower: float
-    ci_upper: float
     target: str
-    method: str
-    se_note: str
-    n_units: int
-    n_clusters: int
-    n_calibration: int
-    n_bootstrap: int
-    bootstrap_failures: int
-    alpha: float
-    diagnostics: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        """JSON-serialisable dict."""
-        return _plain(self.__dict__)
 
 
 def debiased_aipw_ate(
@@ -382,62 +411,34 @@ def debiased_aipw_ate(
     orthogonal to them (second order). With 120 calibration pairs and a
     slope k = 0.4 the calibration part dominates (METHODS.md section 9).
     """
-    pred = check_outcome(predicted, name="predicted")
-    n = pred.size
-    T = check_treatment(treatment, n=n, name="treatment")
-    cl = check_clusters(clusters, n=n)
-    w = check_sample_weight(sample_weight, n=n)
-    n_bootstrap = check_n_bootstrap(n_bootstrap)
-    alpha = check_alpha(alpha)
-    res = debias_outcome(
-        pred,
-        calibration_predicted=calibration_predicted,
-        calibration_truth=calibration_truth,
-        method=method,
-        linear=linear,
-        tweedie=tweedie,
-        residuals=residuals,
-        n_folds=n_folds,
-        seed=seed,
+    pred, T, cl, w, n_bootstrap, alpha = _check_study(
+        predicted, treatment, clusters, sample_weight, n_bootstrap, alpha
     )
     nuisances = {"outcome_hat": outcome_hat, "effect": effect, "target": target}
-    sampling = aipw_ate(
-        res.corrected, T, propensity, clusters=cl, sample_weight=w, alpha=alpha, **nuisances
-    )
-    boot = correction_bootstrap(
+    res, boot = _correct_with_bootstrap(
         lambda y: aipw_ate(
             y, T, propensity, clusters=cl, sample_weight=w, warn_overlap=False, **nuisances
         ).estimate,
         pred,
-        calibration_predicted=calibration_predicted,
-        calibration_truth=calibration_truth,
-        method=res.method,
-        linear=linear,
-        tweedie=tweedie,
-        residuals=residuals,
+        calibration_predicted,
+        calibration_truth,
+        method=method,
+        models={"linear": linear, "tweedie": tweedie, "residuals": residuals},
+        n_folds=n_folds,
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
-    se = float(boot.combine(sampling.std_err)[0])
-    z = stats.norm.ppf(1 - alpha / 2)
-    res.diagnostics["bootstrap_failures"] = boot.n_failed
+    sampling = aipw_ate(
+        res.corrected, T, propensity, clusters=cl, sample_weight=w, alpha=alpha, **nuisances
+    )
     return DebiasedAIPW(
-        estimate=sampling.estimate,
-        std_err=se,
-        sampling_se=sampling.std_err,
-        calibration_se=float(boot.std_err[0]),
-        ci_lower=float(sampling.estimate - z * se),
-        ci_upper=float(sampling.estimate + z * se),
-        target=target,
-        method=res.method,
-        se_note=_se_note(
-            "from the AIPW scores (nuisances cross-fitted)", sampling.n_clusters, n, boot
+        **_corrected_effect(
+            sampling,
+            boot,
+            res,
+            alpha=alpha,
+            n_calibration=int(np.size(calibration_truth)),
+            sampling_note="from the AIPW scores (nuisances cross-fitted)",
         ),
-        n_units=n,
-        n_clusters=sampling.n_clusters,
-        n_calibration=int(np.size(calibration_truth)),
-        n_bootstrap=boot.n_bootstrap,
-        bootstrap_failures=boot.n_failed,
-        alpha=alpha,
-        diagnostics=res.diagnostics,
+        target=target,
     )

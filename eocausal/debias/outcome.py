@@ -11,7 +11,7 @@ from eocausal.debias._checks import check_pair
 from eocausal.debias.corrections import METHODS, fit_correction, make_correction
 from eocausal.debias.selection import select_correction
 from eocausal.errors import ConfigError
-from eocausal.estimate.validation import check_outcome
+from eocausal.validation import check_outcome
 
 __all__ = ["DebiasResult", "debias_outcome"]
 

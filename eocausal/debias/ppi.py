@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from eocausal.debias._checks import check_alpha, design_propensity
 from eocausal.errors import ConfigError, InputDataError
-from eocausal.estimate.validation import (
+from eocausal.estimate.ate import normal_interval
+from eocausal.validation import (
     check_clusters,
     check_outcome,
     check_sample_weight,
     check_treatment,
+    cluster_codes,
 )
 
 __all__ = ["PPIResult", "ppi_ate"]
@@ -187,11 +188,7 @@ def ppi_ate(
     zh_l, zh_u = float(w_l @ zh / W_L), float(w_u @ zh / W_U)
     A = w_l * (z - z_bar) / W_L
     B = w_l * (zh - zh_l) / W_L - w_u * (zh - zh_u) / W_U
-    if cl is None:
-        inverse = np.arange(n_all)
-    else:
-        _, inverse = np.unique(cl, return_inverse=True)
-    C = int(inverse.max()) + 1
+    inverse, C = cluster_codes(cl, n_all)
     A_c, B_c = _cluster_sums(A, inverse, C), _cluster_sums(B, inverse, C)
     if lam is None:
         denom = float(B_c @ B_c)
@@ -200,12 +197,12 @@ def ppi_ate(
     se = float(np.sqrt(C / (C - 1) * np.sum((A_c - lam * B_c) ** 2)))
     C_l = int(np.unique(inverse[lab]).size)
     classical_se = float(np.sqrt(C_l / max(C_l - 1, 1) * np.sum(A_c**2)))
-    zq = stats.norm.ppf(1 - alpha / 2)
+    lower, upper = normal_interval(float(estimate), se, alpha)
     return PPIResult(
         estimate=float(estimate),
         std_err=se,
-        ci_lower=float(estimate - zq * se),
-        ci_upper=float(estimate + zq * se),
+        ci_lower=float(lower),
+        ci_upper=float(upper),
         lam=float(lam),
         classical=z_bar,
         classical_se=classical_se,

@@ -24,9 +24,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from eocausal.atomic import write_csv
 from eocausal.embeddings import Embeddings
 from eocausal.encode.job import _resize, embed
 from eocausal.errors import InputDataError
+from eocausal.splitting import make_folds
 
 __all__ = ["FinetuneResult", "finetune_crossfit"]
 
@@ -220,8 +222,6 @@ def finetune_crossfit(
             "finetune_crossfit needs a dataset exposing `unit_ids` (a ChipDataset)."
         )
     unit_ids = np.asarray([str(u) for u in unit_ids])
-    if int(n_folds) < 2:
-        raise InputDataError(f"`n_folds` must be >= 2; got {n_folds}.")
     target = pd.Series(target, dtype=float)
     target.index = target.index.astype(str)
     unknown = sorted(set(target.index) - set(unit_ids))
@@ -235,20 +235,15 @@ def finetune_crossfit(
         raise InputDataError(
             f"Only {int(labelled.sum())} units have a target; need at least {2 * n_folds}."
         )
-    rng = np.random.default_rng(random_state)
-    if groups is None:
-        labels = unit_ids
-    else:
+    clusters = None
+    if groups is not None:
         g = pd.Series(groups)
         g.index = g.index.astype(str)
         missing = [u for u in unit_ids if u not in g.index]
         if missing:
             raise InputDataError(f"`groups` lacks {len(missing)} units (first: {missing[:5]}).")
-        labels = g.reindex(unit_ids).astype(str).to_numpy()
-    uniq, inverse = np.unique(labels, return_inverse=True)
-    if len(uniq) < n_folds:
-        raise InputDataError(f"Need at least n_folds={n_folds} groups; got {len(uniq)}.")
-    folds = (rng.permutation(len(uniq)) % n_folds)[inverse]
+        clusters = g.reindex(unit_ids).astype(str).to_numpy()
+    folds = make_folds(len(unit_ids), n_folds, clusters=clusters, seed=random_state)
     scales = [s.name for s in dataset.spec.scales] if getattr(dataset, "spec", None) else None
     scale = scale or (scales[0] if scales else next(iter(dataset[0]["chips"])))
     mu, sd = float(np.nanmean(y)), float(np.nanstd(y)) or 1.0
@@ -312,8 +307,6 @@ def finetune_crossfit(
     embeddings = Embeddings(ids[order], blocks, meta)
     embeddings.save(out_dir / "embeddings.parquet")
     exclusions = pd.concat(excl, ignore_index=True)
-    tmp = out_dir / f".exclusions.csv.tmp-{os.getpid()}"
-    exclusions.to_csv(tmp, index=False)
-    os.replace(tmp, out_dir / "exclusions.csv")
+    write_csv(exclusions, out_dir / "exclusions.csv")
     fold_table = pd.DataFrame({"unit_id": unit_ids, "fold": folds, "labelled": labelled})
     return FinetuneResult(embeddings, exclusions, fold_table, encoders, losses)

@@ -52,12 +52,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from eocausal.embeddings import (
-    Embeddings,
-    atomic_write_bytes,
-    atomic_write_table,
-    remove_orphaned_temporaries,
-)
+from eocausal.atomic import remove_stale_temporaries, write_csv, write_json, write_parquet
+from eocausal.embeddings import Embeddings
 from eocausal.encode.fingerprint import InputFingerprints, input_fingerprints, resolve_view
 from eocausal.encode.temporal import aggregate_dates
 from eocausal.errors import EmbeddingsError, EocausalWarning, InputDataError
@@ -308,7 +304,7 @@ class ShardWriter(BasePredictionWriter):
             return
         table = pa.concat_tables(self._buffer)
         name = f"rank{self._rank:04d}-{self._run}-{self._counter:06d}.parquet"
-        atomic_write_table(table, self.shard_dir / name)
+        write_parquet(table, self.shard_dir / name)
         self._counter += 1
         self._buffer, self._n_buffered = [], 0
 
@@ -515,7 +511,7 @@ def embed(
     out_dir = Path(out_dir)
     shard_dir = out_dir / "shards"
     for folder in (out_dir, shard_dir):
-        remove_orphaned_temporaries(folder)
+        remove_stale_temporaries(folder, recursive=False)
     scales = _scales_of(dataset)
     spec = _spec_dict(getattr(dataset, "spec", None))
     precision = _resolve_precision(precision, accelerator)
@@ -550,7 +546,7 @@ def embed(
     fresh = _fresh(stored, fps.items)
     if not fresh.all():
         _warn_stale(out_dir, old, manifest, stored, fresh, fps)
-    atomic_write_bytes(json.dumps(manifest, indent=1).encode(), manifest_path)
+    write_json(manifest, manifest_path, indent=1)
 
     done = stored.column("fingerprint").filter(pa.array(fresh)).to_numpy(zero_copy_only=False)
     positions = np.flatnonzero(~np.isin(fps.items, done.astype(str)))
@@ -606,7 +602,7 @@ def embed(
     if trainer is None or trainer.global_rank == 0:
         _prune_stale_rows(shard_dir, fps.items)
         embeddings.save(out_dir / "embeddings.parquet")
-        atomic_write_bytes(exclusions.to_csv(index=False).encode(), out_dir / "exclusions.csv")
+        write_csv(exclusions, out_dir / "exclusions.csv")
     return EmbedResult(embeddings, exclusions.reset_index(drop=True), out_dir)
 
 
@@ -647,7 +643,7 @@ def _prune_stale_rows(shard_dir: Path, fingerprints: np.ndarray) -> None:
         if keep.all():
             continue
         if keep.any():
-            atomic_write_table(table.filter(pa.array(keep)), f)
+            write_parquet(table.filter(pa.array(keep)), f)
         else:
             f.unlink(missing_ok=True)
 

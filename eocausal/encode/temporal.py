@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from eocausal.embeddings import Embeddings
-from eocausal.errors import InputDataError, NotFittedError
+from eocausal.errors import InputDataError
+from eocausal.splitting import make_folds
+from eocausal.validation import check_is_fitted
 
 __all__ = ["TemporalAttentionPooler", "aggregate_dates", "temporal_pool"]
 
@@ -237,8 +239,6 @@ class TemporalAttentionPooler:
             raise InputDataError(
                 f"`task` must be 'regression' or 'classification'; got {self.task!r}."
             )
-        if int(self.n_folds) < 2:
-            raise InputDataError(f"`n_folds` must be >= 2; got {self.n_folds}.")
         if self.d_model % self.n_heads:
             raise InputDataError(
                 f"`d_model`={self.d_model} must be divisible by `n_heads`={self.n_heads}."
@@ -249,13 +249,13 @@ class TemporalAttentionPooler:
             raise InputDataError(f"`y` must be finite with shape ({zt.shape[0]},); got {y.shape}.")
         if self.task == "classification" and not np.isin(y, (0.0, 1.0)).all():
             raise InputDataError("task='classification' needs a 0/1 target.")
-        rng = np.random.default_rng(self.random_state)
-        labels = np.arange(len(y)) if groups is None else np.asarray(groups)
-        uniq, inverse = np.unique(labels, return_inverse=True)
-        if len(uniq) < self.n_folds:
-            raise InputDataError(f"Need at least n_folds={self.n_folds} groups; got {len(uniq)}.")
-        group_fold = rng.permutation(len(uniq)) % self.n_folds
-        folds = group_fold[inverse]
+        folds = make_folds(
+            len(y),
+            self.n_folds,
+            clusters=groups,
+            stratify=y if self.task == "classification" else None,
+            seed=self.random_state,
+        )
         self.y_mean_ = float(y.mean()) if self.task == "regression" else 0.0
         self.y_scale_ = (float(y.std()) or 1.0) if self.task == "regression" else 1.0
         yt = torch.from_numpy((y - self.y_mean_) / self.y_scale_)
@@ -283,10 +283,7 @@ class TemporalAttentionPooler:
 
         For the training units use ``representation_oof_`` (cross-fitted) instead.
         """
-        if not hasattr(self, "models_"):
-            raise NotFittedError(
-                "This TemporalAttentionPooler instance is not fitted yet. Call 'fit' first."
-            )
+        check_is_fitted(self, "models_")
         zt, vt = self._inputs(z, date_valid)
         with torch.no_grad():
             reps = [net.pool(zt, vt)[0].numpy() for net in self.models_]

@@ -1,7 +1,7 @@
 """Effect estimation: CATE learners, average effects with cluster-robust inference, TWFE panels.
 
-Never imports torch. Folds and splits come from :mod:`eocausal.estimate.splitting`
-only; input checks live in :mod:`eocausal.estimate.validation`.
+Never imports torch. Folds and splits come from :mod:`eocausal.splitting` only;
+input checks live in :mod:`eocausal.validation` (both light, re-exported here).
 
 References
 ----------
@@ -29,8 +29,8 @@ from eocausal.estimate.nuisance import (
     estimate_propensity,
 )
 from eocausal.estimate.panel import PanelEffect, PanelEffects, PanelResult, panel_effects, twfe
-from eocausal.estimate.splitting import fold_splits, make_folds, split_units
-from eocausal.estimate.validation import check_treatment_outcome
+from eocausal.splitting import fold_splits, make_folds, split_units
+from eocausal.validation import check_treatment_outcome
 
 __all__ = [
     "ATEResult",

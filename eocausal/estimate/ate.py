@@ -22,13 +22,14 @@ import numpy as np
 from scipy import stats
 
 from eocausal.errors import InputDataError, OverlapWarning
-from eocausal.estimate.validation import (
+from eocausal.validation import (
     check_clusters,
     check_features,
     check_outcome,
     check_propensity,
     check_sample_weight,
     check_treatment,
+    cluster_codes,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "dr_scores",
     "hajek_ipw_ate",
     "hajek_weights",
+    "normal_interval",
     "overlap_diagnostics",
 ]
 
@@ -167,6 +169,15 @@ class OverlapDiagnostics:
         return _to_builtin(asdict(self))
 
 
+def normal_interval(estimate, std_err, alpha: float):
+    """``estimate ± z_{1 - alpha/2} · std_err``: the normal (1 − alpha) interval, as (lower, upper).
+
+    Works elementwise on arrays.
+    """
+    z = stats.norm.ppf(1 - alpha / 2)
+    return estimate - z * std_err, estimate + z * std_err
+
+
 def _weights(sample_weight, n):
     return np.ones(n) if sample_weight is None else sample_weight
 
@@ -194,12 +205,8 @@ def cluster_robust_se(
     -----
     .. math:: \\widehat{SE}^2 = \\frac{C}{C-1} \\sum_c \\Big(\\sum_{i \\in c} \\phi_i\\Big)^2 \\Big/ D^2
     """
-    if clusters is None:
-        sums = phi
-    else:
-        _, inv = np.unique(clusters, return_inverse=True)
-        sums = np.bincount(inv, weights=phi)
-    C = len(sums)
+    inv, C = cluster_codes(clusters, len(phi))
+    sums = np.bincount(inv, weights=phi, minlength=C)
     if C < 2:
         raise InputDataError("A standard error needs at least 2 clusters (or units).")
     return float(np.sqrt(np.sum(sums**2) * C / (C - 1)) / abs(denominator)), C
@@ -348,12 +355,12 @@ def aipw_ate(
         raise InputDataError(f"No units in the target population {target!r}.")
     theta = float(np.sum(w * psi) / denom)
     se, C = cluster_robust_se(w * (psi - a * theta), denom, clusters)
-    z = stats.norm.ppf(1 - alpha / 2)
+    lower, upper = normal_interval(theta, se, alpha)
     return ATEResult(
         estimate=theta,
         std_err=se,
-        ci_lower=theta - z * se,
-        ci_upper=theta + z * se,
+        ci_lower=lower,
+        ci_upper=upper,
         alpha=float(alpha),
         target=target,
         method="AIPW",
@@ -596,12 +603,12 @@ def hajek_ipw_ate(
     else:
         std_err, C, used = _hajek_bootstrap_se(Y, T, e, w, clusters, int(n_bootstrap), seed)
         se_method = "bootstrap"
-    z = stats.norm.ppf(1 - alpha / 2)
+    lower, upper = normal_interval(float(estimate), std_err, alpha)
     return IPWResult(
         estimate=float(estimate),
         std_err=std_err,
-        ci_lower=float(estimate - z * std_err),
-        ci_upper=float(estimate + z * std_err),
+        ci_lower=float(lower),
+        ci_upper=float(upper),
         alpha=float(alpha),
         target="all",
         method="Hajek IPW",
@@ -618,12 +625,7 @@ def hajek_ipw_ate(
 def _hajek_bootstrap_se(Y, T, e, w, clusters, n_bootstrap, seed) -> tuple[float, int, int]:
     """Cluster bootstrap SD of the Hajek estimate (ê fixed): (se, n_clusters, replicates used)."""
     n = len(Y)
-    if clusters is None:
-        inv = np.arange(n)
-        C = n
-    else:
-        _, inv = np.unique(clusters, return_inverse=True)
-        C = int(inv.max()) + 1
+    inv, C = cluster_codes(clusters, n)
     rng = np.random.default_rng(seed)
     reps = []
     chunk = max(1, min(n_bootstrap, 2_000_000 // max(n, 1)))

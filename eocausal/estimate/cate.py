@@ -13,7 +13,7 @@ All three share one contract (scikit-learn style):
   ``outcome_oof_`` (m̂ = E[Y|X]), ``propensity_oof_`` (ê) and ``dr_scores_`` (Γ),
   none of which used unit i's own outcome in the model that predicts it.
 
-Nuisances are cross-fitted on folds from :mod:`eocausal.estimate.splitting`
+Nuisances are cross-fitted on folds from :mod:`eocausal.splitting`
 (clusters kept in one fold, stratified by treatment); ``propensity`` may be a
 known float or per-unit array (RCTs), which replaces the propensity model.
 
@@ -33,18 +33,23 @@ from numbers import Integral, Real
 import numpy as np
 from econml.grf import CausalForest as _GRFCausalForest
 from econml.grf import RegressionForest as _GRFRegressionForest
-from scipy import stats
 from sklearn.base import BaseEstimator
 
-from eocausal.errors import EstimationError, InputDataError, NotFittedError
-from eocausal.estimate.ate import ATEResult, aipw_ate, dr_scores, overlap_diagnostics
+from eocausal.errors import EstimationError, InputDataError
+from eocausal.estimate.ate import (
+    ATEResult,
+    aipw_ate,
+    dr_scores,
+    normal_interval,
+    overlap_diagnostics,
+)
 from eocausal.estimate.nuisance import (
     crossfit_arm_outcomes,
     crossfit_outcome,
     resolve_propensity,
 )
-from eocausal.estimate.splitting import make_folds
-from eocausal.estimate.validation import check_features, check_treatment_outcome
+from eocausal.splitting import make_folds
+from eocausal.validation import check_features, check_is_fitted, check_treatment_outcome
 
 __all__ = [
     "CausalForest",
@@ -191,15 +196,8 @@ class _CATELearner(BaseEstimator):
         self.sample_weight_ = w
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "dr_scores_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
-
     def _check_X(self, X) -> np.ndarray:
-        self._check_fitted()
+        check_is_fitted(self, "dr_scores_")
         X = check_features(X)
         if X.shape[1] != self.n_features_in_:
             raise InputDataError(
@@ -221,7 +219,7 @@ class _CATELearner(BaseEstimator):
         ATEResult
             Cluster-robust when ``clusters`` were given to ``fit``.
         """
-        self._check_fitted()
+        check_is_fitted(self, "dr_scores_")
         return aipw_ate(
             self.outcome_,
             self.treatment_,
@@ -236,7 +234,79 @@ class _CATELearner(BaseEstimator):
         )
 
 
-class CausalForest(_CATELearner):
+class _ForestLearner(_CATELearner):
+    """A learner whose effect model is one econml forest, ``forest_``."""
+
+    def effect(self, X) -> np.ndarray:
+        """τ̂(x) for new units; shape (n,)."""
+        X = self._check_X(X)
+        return self.forest_.predict(X)[:, 0]
+
+    def effect_interval(self, X, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise (1 − alpha) intervals for the forest's expected prediction, not for τ(x).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, p)
+        alpha : float, default=0.05
+
+        Returns
+        -------
+        lower, upper : ndarray of shape (n,)
+
+        Notes
+        -----
+        .. math::
+
+            \\hat\\tau(x) \\pm z_{1-\\alpha/2}\\,\\hat\\sigma(x),\\qquad
+            \\hat\\sigma^2(x) = \\frac{1}{B}\\sum_{b=1}^{B}
+            \\big(\\hat\\tau_b(x) - \\hat\\tau(x)\\big)^2
+            - \\frac{1}{\\ell - 1}\\,\\frac{1}{B}\\sum_{b=1}^{B}\\frac{1}{\\ell}\\sum_{t \\in b}
+            \\big(\\hat\\tau_t(x) - \\hat\\tau_b(x)\\big)^2:
+
+        the bootstrap of little bags. The :math:`B` = ``n_estimators / trees_per_bag``
+        bags of :math:`\\ell` = ``trees_per_bag`` trees each grow on one half-sample;
+        :math:`\\hat\\tau_b` is bag :math:`b`'s estimate, :math:`\\hat\\tau_t` tree
+        :math:`t`'s, and the second term removes the trees' Monte Carlo noise from
+        the between-bag variance. For :class:`CausalForest` econml evaluates this on
+        the forest's moment equation, maps it through the inverse Jacobian (delta
+        method) and keeps it positive with an objective-Bayes correction; for
+        :class:`DRLearner` it is the variance of the regression forest fitted to the
+        pseudo-outcomes, which are taken as given (errors of the cross-fitted μ̂ and
+        ê enter the bias, not :math:`\\hat\\sigma^2`). :math:`\\hat\\sigma^2(x)`
+        estimates :math:`\\operatorname{Var}[\\hat\\tau(x)]`, the spread around the
+        forest's expected prediction :math:`E[\\hat\\tau(x)]`; the interval covers
+        :math:`\\tau(x)` at the nominal rate only when the bias
+        :math:`E[\\hat\\tau(x)] - \\tau(x)` is small next to :math:`\\sigma(x)`.
+
+        WARNING: THESE ARE INTERVALS FOR THE FOREST'S EXPECTED PREDICTION
+        :math:`E[\\hat\\tau(x)]`, AND THE FOREST'S BIAS IS NOT INCLUDED. A forest
+        averages τ over neighbourhoods, so at realistic sample sizes the bias is
+        often larger than the sd: on the METHODS.md section 3 problem (n = 2,000,
+        p = 10, 40 datasets) the 95% intervals covered τ(x) in 0.65 of cases and
+        the forest's expected prediction in 0.96, the bias being 1.9 sds on
+        average over test points (root-mean-square bias 2.2 times the
+        root-mean-square sd); 400 trees or 8 trees per bag narrowed the intervals
+        and lowered the coverage of τ(x) to 0.60-0.62 (docs/benchmarks.md,
+        "Pointwise CATE intervals"). Do not report them as
+        confidence intervals for the effect at x; test heterogeneity with
+        :func:`eocausal.evaluate.rate` or the calibration test instead.
+
+        References
+        ----------
+        Athey, Tibshirani and Wager (2019), "Generalized random forests", Annals of
+        Statistics 47(2), section 4 (little bags, after Sexton and Laake 2009);
+        Wager and Athey (2018), "Estimation and inference of heterogeneous treatment
+        effects using random forests", JASA 113: the Gaussian limit is centred on
+        τ(x) only under subsampling rates that make the bias vanish faster than
+        the sd; Kennedy (2023) for the DR learner.
+        """
+        X = self._check_X(X)
+        lower, upper = self.forest_.predict_interval(X, alpha=alpha)
+        return lower[:, 0], upper[:, 0]
+
+
+class CausalForest(_ForestLearner):
     """Causal forest (R-learner with an honest generalized random forest).
 
     Cross-fits m̂ = E[Y|X] (a fixed fast gradient-boosting regressor, no model
@@ -379,70 +449,6 @@ class CausalForest(_CATELearner):
         tau = self.forest_.oob_predict(X)[:, 0]
         return tau, m
 
-    def effect(self, X) -> np.ndarray:
-        """τ̂(x) for new units; shape (n,)."""
-        X = self._check_X(X)
-        return self.forest_.predict(X)[:, 0]
-
-    def effect_interval(self, X, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-        """Pointwise (1 − alpha) intervals for the forest's expected prediction, not for τ(x).
-
-        Parameters
-        ----------
-        X : array-like of shape (n, p)
-        alpha : float, default=0.05
-
-        Returns
-        -------
-        lower, upper : ndarray of shape (n,)
-
-        Notes
-        -----
-        .. math::
-
-            \\hat\\tau(x) \\pm z_{1-\\alpha/2}\\,\\hat\\sigma(x),\\qquad
-            \\hat\\sigma^2(x) = \\frac{1}{B}\\sum_{b=1}^{B}
-            \\big(\\hat\\tau_b(x) - \\hat\\tau(x)\\big)^2
-            - \\frac{1}{\\ell - 1}\\,\\frac{1}{B}\\sum_{b=1}^{B}\\frac{1}{\\ell}\\sum_{t \\in b}
-            \\big(\\hat\\tau_t(x) - \\hat\\tau_b(x)\\big)^2:
-
-        the bootstrap of little bags. The :math:`B` = ``n_estimators / trees_per_bag``
-        bags of :math:`\\ell` = ``trees_per_bag`` trees each grow on one half-sample;
-        :math:`\\hat\\tau_b` is bag :math:`b`'s estimate, :math:`\\hat\\tau_t` tree
-        :math:`t`'s, and the second term removes the trees' Monte Carlo noise from
-        the between-bag variance. econml evaluates this on the forest's moment
-        equation, maps it through the inverse Jacobian (delta method) and keeps it
-        positive with an objective-Bayes correction. :math:`\\hat\\sigma^2(x)`
-        estimates :math:`\\operatorname{Var}[\\hat\\tau(x)]`, the spread around the
-        forest's expected prediction :math:`E[\\hat\\tau(x)]`; the interval covers
-        :math:`\\tau(x)` at the nominal rate only when the bias
-        :math:`E[\\hat\\tau(x)] - \\tau(x)` is small next to :math:`\\sigma(x)`.
-
-        WARNING: THESE ARE INTERVALS FOR THE FOREST'S EXPECTED PREDICTION
-        :math:`E[\\hat\\tau(x)]`, AND THE FOREST'S BIAS IS NOT INCLUDED. A forest
-        averages τ over neighbourhoods, so at realistic sample sizes the bias is
-        often larger than the sd: on the METHODS.md section 3 problem (n = 2,000,
-        p = 10, 40 datasets) the 95% intervals covered τ(x) in 0.65 of cases and
-        the forest's expected prediction in 0.96, the bias being 1.9 sds on
-        average over test points (root-mean-square bias 2.2 times the
-        root-mean-square sd); 400 trees or 8 trees per bag narrowed the intervals
-        and lowered the coverage of τ(x) to 0.60-0.62 (docs/benchmarks.md,
-        "Pointwise CATE intervals"). Do not report them as
-        confidence intervals for the effect at x; test heterogeneity with
-        :func:`eocausal.evaluate.rate` or the calibration test instead.
-
-        References
-        ----------
-        Athey, Tibshirani and Wager (2019), "Generalized random forests", Annals of
-        Statistics 47(2), section 4 (little bags, after Sexton and Laake 2009);
-        Wager and Athey (2018), "Estimation and inference of heterogeneous treatment
-        effects using random forests", JASA 113: the Gaussian limit is centred on
-        τ(x) only under subsampling rates that make the bias vanish faster than
-        the sd.
-        """
-        X = self._check_X(X)
-        lower, upper = self.forest_.predict_interval(X, alpha=alpha)
-        return lower[:, 0], upper[:, 0]
 
 
 def _regression_forest(learner, p: int, random_state):
@@ -459,13 +465,7 @@ def _regression_forest(learner, p: int, random_state):
     )
 
 
-def _normal_interval(point, var, alpha):
-    z = stats.norm.ppf(1 - alpha / 2)
-    sd = np.sqrt(np.maximum(var, 0.0))
-    return point - z * sd, point + z * sd
-
-
-class DRLearner(_CATELearner):
+class DRLearner(_ForestLearner):
     """Doubly robust learner: an honest regression forest on cross-fitted AIPW pseudo-outcomes.
 
     Parameters
@@ -553,46 +553,6 @@ class DRLearner(_CATELearner):
         self.mu0_oof_, self.mu1_oof_, self.pseudo_outcomes_ = mu0, mu1, phi
         tau = self.forest_.oob_predict(X)[:, 0]
         return tau, e * mu1 + (1 - e) * mu0
-
-    def effect(self, X) -> np.ndarray:
-        """τ̂(x) for new units; shape (n,)."""
-        X = self._check_X(X)
-        return self.forest_.predict(X)[:, 0]
-
-    def effect_interval(self, X, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-        """Pointwise (1 − alpha) intervals for the forest's expected prediction, not for τ(x).
-
-        Parameters
-        ----------
-        X : array-like of shape (n, p)
-        alpha : float, default=0.05
-
-        Returns
-        -------
-        lower, upper : ndarray of shape (n,)
-
-        Notes
-        -----
-        :math:`\\hat\\tau(x) \\pm z_{1-\\alpha/2}\\,\\hat\\sigma(x)` with
-        :math:`\\hat\\sigma^2(x)` the little-bags variance of the regression forest
-        fitted to the pseudo-outcomes :math:`\\varphi_i` (the formula of
-        :meth:`CausalForest.effect_interval`, with ``trees_per_bag`` trees per
-        bag). The pseudo-outcomes are taken as given: errors of the cross-fitted
-        μ̂ and ê enter the bias, not :math:`\\hat\\sigma^2`.
-
-        WARNING: THESE ARE INTERVALS FOR THE FOREST'S EXPECTED PREDICTION
-        :math:`E[\\hat\\tau(x)]`, AND THE BIAS :math:`E[\\hat\\tau(x)] - \\tau(x)` IS
-        NOT INCLUDED; they cover τ(x) at the nominal rate only when that bias is
-        small next to the sd (see :meth:`CausalForest.effect_interval`).
-
-        References
-        ----------
-        Athey, Tibshirani and Wager (2019), section 4; Wager and Athey (2018);
-        Kennedy (2023).
-        """
-        X = self._check_X(X)
-        lower, upper = self.forest_.predict_interval(X, alpha=alpha)
-        return lower[:, 0], upper[:, 0]
 
 
 class TLearner(_CATELearner):
@@ -708,4 +668,5 @@ class TLearner(_CATELearner):
         X = self._check_X(X)
         p1, v1 = self.forest1_.predict_and_var(X)
         p0, v0 = self.forest0_.predict_and_var(X)
-        return _normal_interval(p1[:, 0] - p0[:, 0], v1[:, 0, 0] + v0[:, 0, 0], alpha)
+        sd = np.sqrt(np.maximum(v1[:, 0, 0] + v0[:, 0, 0], 0.0))
+        return normal_interval(p1[:, 0] - p0[:, 0], sd, alpha)

@@ -2,7 +2,7 @@
 
 Every prediction returned here is out-of-fold: the model that predicts unit
 ``i`` never saw unit ``i`` (nor, with clusters, any unit of its cluster). Folds
-come from :mod:`eocausal.estimate.splitting`. A known assignment probability
+come from :mod:`eocausal.splitting`. A known assignment probability
 (an RCT) replaces the propensity model.
 """
 
@@ -18,8 +18,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from eocausal.errors import EstimationError
-from eocausal.estimate.splitting import fold_splits, make_folds
-from eocausal.estimate.validation import (
+from eocausal.splitting import fold_splits, make_folds
+from eocausal.validation import (
     check_clusters,
     check_features,
     check_propensity,
@@ -67,6 +67,12 @@ def _fit(model, X, y, sample_weight):
         ) from None
 
 
+def _fit_predict(model, X, Y, sample_weight, rows, test) -> np.ndarray:
+    """Fit a clone of ``model`` on ``rows`` and predict the ``test`` rows."""
+    w = None if sample_weight is None else sample_weight[rows]
+    return _fit(clone(model), X[rows], Y[rows], w).predict(X[test])
+
+
 def _single_threaded(fn):
     """Run ``fn`` with OpenMP/BLAS pools limited to one thread (parallelism is across folds)."""
 
@@ -105,7 +111,7 @@ def crossfit_outcome(
     X : ndarray of shape (n, p)
     Y : ndarray of shape (n,)
     folds : ndarray of shape (n,)
-        Fold ids from :func:`~eocausal.estimate.splitting.make_folds`.
+        Fold ids from :func:`~eocausal.splitting.make_folds`.
     model : scikit-learn regressor, default=None
         Cloned per fold; ``None`` uses :func:`default_outcome_model`.
     sample_weight : ndarray of shape (n,), default=None
@@ -120,13 +126,10 @@ def crossfit_outcome(
     """
     model = default_outcome_model(random_state) if model is None else model
 
-    def one(train, test):
-        w = None if sample_weight is None else sample_weight[train]
-        return _fit(clone(model), X[train], Y[train], w).predict(X[test])
-
     splits = fold_splits(folds)
+    tasks = [(model, X, Y, sample_weight, train, test) for train, test in splits]
     out = np.empty(len(Y), dtype=np.float64)
-    for (_, test), pred in zip(splits, _map_folds(one, splits, n_jobs)):
+    for (_, test), pred in zip(splits, _map_folds(_fit_predict, tasks, n_jobs)):
         out[test] = pred
     return out
 
@@ -158,15 +161,12 @@ def crossfit_arm_outcomes(
                     f"A training fold holds {rows.size} unit(s) of arm {arm}; "
                     "lower `n_folds` or check the treatment."
                 )
-            tasks.append((arm, rows, test))
-
-    def one(arm, rows, test):
-        w = None if sample_weight is None else sample_weight[rows]
-        return _fit(clone(model), X[rows], Y[rows], w).predict(X[test])
+            tasks.append((arm, (model, X, Y, sample_weight, rows, test)))
 
     mu = np.empty((2, len(Y)), dtype=np.float64)
-    for (arm, _, test), pred in zip(tasks, _map_folds(one, tasks, n_jobs)):
-        mu[arm, test] = pred
+    preds = _map_folds(_fit_predict, [task for _, task in tasks], n_jobs)
+    for (arm, task), pred in zip(tasks, preds):
+        mu[arm, task[-1]] = pred
     return mu[0], mu[1]
 
 

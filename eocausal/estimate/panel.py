@@ -28,7 +28,7 @@ from linearmodels.panel import PanelOLS
 from scipy import stats
 
 from eocausal.errors import EstimationError, InputDataError, OverlapWarning
-from eocausal.estimate.ate import hajek_ipw_ate
+from eocausal.estimate.ate import hajek_ipw_ate, normal_interval
 
 __all__ = [
     "BlockPanel",
@@ -225,13 +225,13 @@ def twfe(
         ) from err
     beta = float(res.params[treatment_col])
     se = float(res.std_errors[treatment_col])
-    z = stats.norm.ppf(1 - alpha / 2)
+    lower, upper = normal_interval(beta, se, alpha)
     p = float(2 * stats.norm.sf(abs(beta / se))) if se > 0 else float("nan")
     return PanelResult(
         estimate=beta,
         std_err=se,
-        ci_lower=beta - z * se,
-        ci_upper=beta + z * se,
+        ci_lower=lower,
+        ci_upper=upper,
         p_value=p,
         alpha=float(alpha),
         n_obs=int(res.nobs),

@@ -28,6 +28,7 @@ from eocausal.evaluate.honest import (
     rate_single_split,
 )
 from eocausal.evaluate.plots import plot_rates, plot_scale_comparison, plot_toc
+from eocausal.evaluate.protocol import HonestSplit
 from eocausal.evaluate.rate import (
     DEFAULT_Q,
     RATEComparison,
@@ -37,7 +38,6 @@ from eocausal.evaluate.rate import (
     rate_difference,
     rate_shared_draws,
 )
-from eocausal.evaluate.protocol import HonestSplit
 from eocausal.evaluate.scales import (
     ScaleComparison,
     ScaleFits,

@@ -16,12 +16,13 @@ import pandas as pd
 from scipy.stats import t as student_t
 
 from eocausal.errors import EstimationError, InputDataError
-from eocausal.estimate.validation import (
+from eocausal.validation import (
     check_clusters,
     check_outcome,
     check_propensity,
     check_sample_weight,
     check_treatment,
+    cluster_codes,
 )
 
 __all__ = [
@@ -227,8 +228,7 @@ def _weights_and_clusters(sample_weight, clusters, n):
     cl = check_clusters(clusters, n=n)
     if cl is None:
         return weights, None, n
-    _, codes = np.unique(cl, return_inverse=True)
-    n_clusters = int(codes.max()) + 1
+    codes, n_clusters = cluster_codes(cl, n)
     if n_clusters < 2:
         raise InputDataError("Cluster-robust standard errors need at least 2 clusters; got 1.")
     return weights, codes, n_clusters

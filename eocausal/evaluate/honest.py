@@ -12,7 +12,7 @@ model that never saw the evaluation units. Two protocols ensure that:
   Summing t-statistics of ordinary (non-sequential) cross-fitting is invalid:
   the folds overlap and the test over-rejects.
 
-Splits and folds come from :mod:`eocausal.estimate.splitting`, so clusters are
+Splits and folds come from :mod:`eocausal.splitting`, so clusters are
 never split between training and evaluation.
 """
 
@@ -25,10 +25,10 @@ import numpy as np
 from scipy.stats import norm
 
 from eocausal.errors import EstimationError
-from eocausal.estimate.splitting import make_folds
-from eocausal.estimate.validation import check_treatment_outcome
 from eocausal.evaluate.protocol import HonestSplit, derive_seeds, dr_scores_of
 from eocausal.evaluate.rate import MIN_CLUSTERS, RATEResult, rate, validate_target
+from eocausal.splitting import make_folds
+from eocausal.validation import check_treatment_outcome
 
 __all__ = [
     "SequentialCVRATE",

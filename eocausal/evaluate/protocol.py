@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.base import clone
 
 from eocausal.errors import EstimationError, InputDataError
-from eocausal.estimate.splitting import split_units
+from eocausal.splitting import split_units
 
 __all__ = ["HonestSplit", "clone_for", "derive_seeds", "dr_scores_of"]
 

@@ -28,7 +28,12 @@ import pandas as pd
 from scipy.stats import norm
 
 from eocausal.errors import InputDataError
-from eocausal.estimate.validation import check_clusters, check_outcome, check_sample_weight
+from eocausal.validation import (
+    check_clusters,
+    check_outcome,
+    check_sample_weight,
+    cluster_codes,
+)
 
 __all__ = [
     "DEFAULT_Q",
@@ -233,12 +238,7 @@ def _validate_scores_weights_clusters(dr_scores, clusters, sample_weight):
     n = scores.shape[0]
     weights = check_sample_weight(sample_weight, n=n)
     cl = check_clusters(clusters, n=n)
-    if cl is None:
-        codes = np.arange(n)
-        n_clusters = n
-    else:
-        _, codes = np.unique(cl, return_inverse=True)
-        n_clusters = int(codes.max()) + 1 if n else 0
+    codes, n_clusters = cluster_codes(cl, n)
     if n_clusters < MIN_CLUSTERS:
         if cl is not None:
             fix = (

@@ -20,7 +20,6 @@ import pandas as pd
 
 from eocausal.embeddings import Embeddings
 from eocausal.errors import InputDataError
-from eocausal.estimate.validation import check_treatment_outcome
 from eocausal.evaluate.protocol import HonestSplit, dr_scores_of
 from eocausal.evaluate.rate import (
     RATEComparison,
@@ -30,6 +29,7 @@ from eocausal.evaluate.rate import (
     validate_target,
 )
 from eocausal.features import MultiScaleFeatures, align_covariates
+from eocausal.validation import check_treatment_outcome
 
 __all__ = [
     "ScaleComparison",

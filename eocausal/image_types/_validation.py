@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from eocausal.errors import InputDataError
-from eocausal.estimate.validation import check_features, check_treatment_outcome
+from eocausal.validation import check_features, check_treatment_outcome, row_names
 
 __all__ = [
     "FitInputs",
@@ -22,21 +22,6 @@ __all__ = [
     "check_params",
     "check_positive",
 ]
-
-_SHOW = 5
-
-
-def _bad_rows(mask: np.ndarray, unit_ids) -> str:
-    rows = np.flatnonzero(mask)
-    shown = rows[:_SHOW]
-    names = (
-        ", ".join(repr(str(unit_ids[r])) for r in shown)
-        if unit_ids is not None
-        else ", ".join(str(int(r)) for r in shown)
-    )
-    more = f" and {len(rows) - _SHOW} more" if len(rows) > _SHOW else ""
-    return f"{'units' if unit_ids is not None else 'rows'} {names}{more}"
-
 
 def check_images(images, *, unit_ids=None) -> np.ndarray:
     """Return images as float32 (n, C, H, W) or (n, D); raise on other shapes or non-finite values."""
@@ -61,7 +46,7 @@ def check_images(images, *, unit_ids=None) -> np.ndarray:
     finite = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
     if not finite.all():
         raise InputDataError(
-            f"`images` has NaN or infinite values at {_bad_rows(~finite, unit_ids)}; fill masked "
+            f"`images` has NaN or infinite values at {row_names(~finite, unit_ids)}; fill masked "
             "pixels (e.g. with the chip mean) or exclude these units before fitting."
         )
     return arr

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from eocausal import __version__
+from eocausal.atomic import atomic_path
 from eocausal.errors import EstimationError
 from eocausal.image_types._validation import check_params
 from eocausal.image_types.networks import TypeNet
@@ -71,10 +72,8 @@ def save_model(model: ImageTypeModel, path) -> Path:
         "type_share": torch.tensor(model.type_effects_["share"].to_numpy(np.float64)),
         "state_dict": {k: v.detach().cpu() for k, v in model.net_.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

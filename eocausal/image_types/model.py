@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 
-from eocausal.errors import InputDataError, NotFittedError
+from eocausal.errors import InputDataError
 from eocausal.image_types._validation import (
     check_fit_inputs,
     check_int,
@@ -22,6 +22,7 @@ from eocausal.image_types.result import ImageTypeResult
 from eocausal.image_types.salience import type_salience
 from eocausal.image_types.tensors import PREDICT_BATCH, ImageScaling
 from eocausal.image_types.training import TrainingSettings, train_type_net
+from eocausal.validation import check_is_fitted
 
 __all__ = ["ImageTypeModel"]
 
@@ -309,7 +310,7 @@ class ImageTypeModel(BaseEstimator):
         the same salience maps (see
         :func:`eocausal.image_types.salience.type_salience`).
         """
-        self._check_fitted()
+        check_is_fitted(self, "net_")
         if self.input_kind_ != "chips":
             raise InputDataError(
                 "salience needs chip inputs (n, C, H, W); this model was fitted on embeddings, "
@@ -350,7 +351,7 @@ class ImageTypeModel(BaseEstimator):
         -------
         pathlib.Path
         """
-        self._check_fitted()
+        check_is_fitted(self, "net_")
         return save_model(self, path)
 
     @classmethod
@@ -378,7 +379,7 @@ class ImageTypeModel(BaseEstimator):
 
     def result(self) -> ImageTypeResult:
         """Summary of the fit as an :class:`ImageTypeResult` (``.to_dict()`` for JSON)."""
-        self._check_fitted()
+        check_is_fitted(self, "net_")
         params = {
             k: (v if isinstance(v, (int, float, str, type(None))) else str(v))
             for k, v in self.get_params().items()
@@ -396,15 +397,8 @@ class ImageTypeModel(BaseEstimator):
         )
 
     # -------------------------------------------------------------- internals
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "net_"):
-            raise NotFittedError(
-                "This ImageTypeModel instance is not fitted yet. Call 'fit' with appropriate "
-                "arguments before using this estimator."
-            )
-
     def _check_new_inputs(self, images, covariates) -> tuple[np.ndarray, np.ndarray | None]:
-        self._check_fitted()
+        check_is_fitted(self, "net_")
         return check_new_inputs(
             images,
             covariates,

@@ -168,7 +168,7 @@ def check_design(cfg: RunConfig, units: Any, table: pd.DataFrame) -> None:
 def single_arm_warning_once(study: PreparedStudy) -> Iterator[None]:
     """Warn once about clusters holding one arm only (for the whole study), not per fit."""
     from eocausal.errors import OverlapWarning
-    from eocausal.estimate.validation import check_clusters
+    from eocausal.validation import check_clusters
 
     units = study.units
     if units.clusters is not None and units.treatment is not None:

@@ -13,18 +13,17 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from eocausal.atomic import atomic_path  # noqa: E402
+
 __all__ = ["plot_cate_distribution", "plot_cate_map", "save_figure"]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Save as PNG (atomic rename) and close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return Path(path)
 
 
 def plot_cate_distribution(

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from eocausal.atomic import write_text
+
 __all__ = ["render_report"]
 
 _CSS = """
@@ -53,6 +55,36 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_EFFECT_COLUMNS = [
+    ("method", "estimator"),
+    ("estimate", "estimate"),
+    ("std_err", "SE"),
+    ("ci_lower", "95% CI low"),
+    ("ci_upper", "95% CI high"),
+]
+
+
+def _note(text: Any) -> str:
+    """A grey paragraph holding ``text``, escaped."""
+    return f'<p class="note">{html.escape(str(text))}</p>'
+
+
+def _overlap_note(overlap: Mapping[str, Any], what: str, *, shares: bool) -> str:
+    """Range of the propensities and effective sample sizes; a warning unless overlap is ok."""
+    cls = "note" if overlap.get("ok") else "warn"
+    tails = (
+        f"share below 0.05: {_fmt(overlap.get('share_low'))}, "
+        f"above 0.95: {_fmt(overlap.get('share_high'))}; "
+        if shares
+        else ""
+    )
+    return (
+        f'<p class="{cls}">{what} range from {_fmt(overlap.get("min"))} to '
+        f"{_fmt(overlap.get('max'))}; {tails}effective sample size "
+        f"{_fmt(overlap.get('ess_treated'), 1)} treated, {_fmt(overlap.get('ess_control'), 1)} control.</p>"
+    )
 
 
 def _figure(path: Path, caption: str) -> str:
@@ -108,29 +140,11 @@ def render_report(
     ate = results.get("ate")
     if ate:
         parts.append("<h2>Average treatment effect</h2>")
-        parts.append(
-            _table(
-                ate.get("rows", []),
-                [
-                    ("method", "estimator"),
-                    ("estimate", "estimate"),
-                    ("std_err", "SE"),
-                    ("ci_lower", "95% CI low"),
-                    ("ci_upper", "95% CI high"),
-                ],
-            )
-        )
+        parts.append(_table(ate.get("rows", []), _EFFECT_COLUMNS))
         if ate.get("note"):
-            parts.append(f'<p class="note">{html.escape(ate["note"])}</p>')
-        overlap = ate.get("overlap")
-        if overlap:
-            cls = "note" if overlap.get("ok") else "warn"
-            parts.append(
-                f'<p class="{cls}">Estimated propensities range from {_fmt(overlap.get("min"))} to '
-                f"{_fmt(overlap.get('max'))}; share below 0.05: {_fmt(overlap.get('share_low'))}, "
-                f"above 0.95: {_fmt(overlap.get('share_high'))}; effective sample size "
-                f"{_fmt(overlap.get('ess_treated'), 1)} treated, {_fmt(overlap.get('ess_control'), 1)} control.</p>"
-            )
+            parts.append(_note(ate["note"]))
+        if ate.get("overlap"):
+            parts.append(_overlap_note(ate["overlap"], "Estimated propensities", shares=True))
 
     panel = results.get("panel")
     if panel:
@@ -139,11 +153,7 @@ def render_report(
             _table(
                 panel.get("effects", []),
                 [
-                    ("method", "estimator"),
-                    ("estimate", "estimate"),
-                    ("std_err", "SE"),
-                    ("ci_lower", "95% CI low"),
-                    ("ci_upper", "95% CI high"),
+                    *_EFFECT_COLUMNS,
                     ("n_units", "units"),
                     ("n_obs", "unit-periods"),
                     ("estimand", "estimand"),
@@ -160,13 +170,9 @@ def render_report(
             "mean post-minus-pre change with the same propensities (Abadie 2005). SEs cluster on "
             "units (or the cluster column); they treat the propensities as known.</p>"
         )
-        overlap = results.get("overlap")
-        if overlap:
-            cls = "note" if overlap.get("ok") else "warn"
+        if results.get("overlap"):
             parts.append(
-                f'<p class="{cls}">Propensities of ever being treated range from {_fmt(overlap.get("min"))} '
-                f"to {_fmt(overlap.get('max'))}; effective sample size "
-                f"{_fmt(overlap.get('ess_treated'), 1)} treated, {_fmt(overlap.get('ess_control'), 1)} control.</p>"
+                _overlap_note(results["overlap"], "Propensities of ever being treated", shares=False)
             )
 
     debias = results.get("debias")
@@ -212,7 +218,7 @@ def render_report(
                 f"{html.escape(str(rate.get('multiscale_gain_note') or ''))}</p>"
             )
         if rate.get("correction_note"):
-            parts.append(f'<p class="note">{html.escape(rate["correction_note"])}</p>')
+            parts.append(_note(rate["correction_note"]))
         seq = rate.get("sequential_cv")
         if seq:
             parts.append("<h2>Heterogeneity: sequential cross-fitted RATE test</h2>")
@@ -238,7 +244,7 @@ def render_report(
                 if k != "interval_note" and not isinstance(v, dict | list)]
         parts.append(_table(rows, [("name", "quantity"), ("value", "value")]))
         if cate.get("interval_note"):
-            parts.append(f'<p class="note">{html.escape(cate["interval_note"])}</p>')
+            parts.append(_note(cate["interval_note"]))
 
     types = results.get("image_types")
     if types:
@@ -257,7 +263,7 @@ def render_report(
     if calib:
         parts.append("<h2>Calibration test (held-out half)</h2>")
         if calib.get("note"):
-            parts.append(f'<p class="note">{html.escape(calib["note"])}</p>')
+            parts.append(_note(calib["note"]))
         parts.append(
             _table(
                 calib.get("rows", []),
@@ -312,11 +318,7 @@ def render_report(
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<title>eocausal report</title></head><body>" + "\n".join(parts) + "</body></html>"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(doc, path)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

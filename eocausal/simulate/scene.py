@@ -29,6 +29,8 @@ import rasterio
 from rasterio.transform import Affine, from_origin
 from scipy import ndimage
 
+from eocausal.atomic import atomic_path
+
 __all__ = ["Scene", "BAND_NAMES", "make_scene", "write_scene"]
 
 BAND_NAMES = ("blue", "green", "red", "nir08", "swir16", "swir22")
@@ -174,7 +176,6 @@ def write_scene(scene: Scene, path: str | Path, *, blocksize: int = 256) -> Path
     Band descriptions carry the band names, so bands can be selected by name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     dn = np.round((np.nan_to_num(scene.reflectance, nan=0.0) - _SR_OFFSET) / _SR_SCALE)
     dn = np.clip(dn, 1, 65535).astype(np.uint16)
     dn[:, ~scene.valid] = 0
@@ -194,8 +195,7 @@ def write_scene(scene: Scene, path: str | Path, *, blocksize: int = 256) -> Path
         "compress": "deflate",
         "predictor": 2,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(dn)
         for i, name in enumerate(BAND_NAMES, start=1):
             dst.set_band_description(i, name)
@@ -204,5 +204,4 @@ def write_scene(scene: Scene, path: str | Path, *, blocksize: int = 256) -> Path
             scale=str(_SR_SCALE),
             offset=str(_SR_OFFSET),
         )
-    tmp.replace(path)
     return path

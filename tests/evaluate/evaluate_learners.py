@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LinearRegression
 
-from eocausal.estimate.splitting import make_folds
+from eocausal.splitting import make_folds
 
 
 class LinearTLearner(BaseEstimator):

@@ -5,6 +5,8 @@ evaluation) asks this module for its folds, so clusters (villages, spatial
 blocks, image tiles) are kept together everywhere: all units of a cluster land
 in the same fold, and on the same side of a train/test split. Where possible
 the folds are also stratified by treatment, so each fold holds both arms.
+Uses numpy and scikit-learn only (never econml or torch), so any stage, the
+encoders' cross-fitting included, may import it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Input checks for the estimators: each returns the cleaned value or raises.
+"""Input checks shared by every stage: each returns the cleaned value or raises.
 
 Messages say which argument is wrong, name the offending rows (by unit id when
 the ids are given, else by row number), and suggest a fix, in the manner of
-grf's ``validate_*`` helpers.
+grf's ``validate_*`` helpers. :func:`check_is_fitted` gives every estimator the
+same "not fitted" message. Uses numpy only (never econml or torch), so any
+module may import it.
 """
 
 from __future__ import annotations
@@ -12,24 +14,38 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eocausal.errors import InputDataError, OverlapWarning
+from eocausal.errors import InputDataError, NotFittedError, OverlapWarning
 
 __all__ = [
     "CheckedData",
     "check_clusters",
     "check_features",
+    "check_is_fitted",
     "check_outcome",
     "check_propensity",
     "check_sample_weight",
     "check_treatment",
     "check_treatment_outcome",
+    "cluster_codes",
+    "row_names",
 ]
 
 _SHOW = 5
 
 
-def _row_names(rows: np.ndarray, unit_ids: np.ndarray | None) -> str:
+def row_names(rows: np.ndarray, unit_ids: np.ndarray | None) -> str:
+    """Name offending rows for a message: ``"units 'a', 'b' and 3 more"`` or ``"rows 4, 7"``.
+
+    Parameters
+    ----------
+    rows : array-like of int
+        Row positions (or a boolean mask) of the offending units.
+    unit_ids : ndarray of shape (n,), default=None
+        Unit identifiers; without them the rows are named by position.
+    """
     rows = np.asarray(rows)
+    if rows.dtype == bool:
+        rows = np.flatnonzero(rows)
     shown = rows[:_SHOW]
     if unit_ids is not None:
         names = ", ".join(repr(str(unit_ids[r])) for r in shown)
@@ -64,7 +80,7 @@ def _finite_float(values, name: str, n: int | None, unit_ids) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise InputDataError(
-            f"`{name}` has {bad.size} NaN or infinite values at {_row_names(bad, unit_ids)}; "
+            f"`{name}` has {bad.size} NaN or infinite values at {row_names(bad, unit_ids)}; "
             "drop or impute these units before estimation."
         )
     return arr
@@ -81,7 +97,7 @@ def check_treatment(T, *, n: int | None = None, unit_ids=None, name: str = "T") 
         values = np.unique(arr[bad])[:_SHOW].tolist()
         raise InputDataError(
             f"`{name}` must be binary (0 = control, 1 = treated); got values {values} at "
-            f"{_row_names(bad, unit_ids)}. Recode the treatment to 0/1."
+            f"{row_names(bad, unit_ids)}. Recode the treatment to 0/1."
         )
     return arr.astype(np.int64)
 
@@ -128,7 +144,7 @@ def check_features(X, *, n: int | None = None, unit_ids=None, name: str = "X") -
         bad_cols = np.flatnonzero(~finite.all(axis=0))
         col_names = [columns[c] for c in bad_cols[:_SHOW]] if columns else bad_cols[:_SHOW].tolist()
         raise InputDataError(
-            f"`{name}` has NaN or infinite values at {_row_names(bad_rows, unit_ids)} "
+            f"`{name}` has NaN or infinite values at {row_names(bad_rows, unit_ids)} "
             f"(columns {col_names}); impute or drop them before estimation."
         )
     return arr
@@ -162,13 +178,13 @@ def check_clusters(
         bad = np.flatnonzero(~np.isfinite(arr))
         if bad.size:
             raise InputDataError(
-                f"`clusters` has missing labels at {_row_names(bad, None)}; give every unit a cluster."
+                f"`clusters` has missing labels at {row_names(bad, None)}; give every unit a cluster."
             )
     elif arr.dtype == object:
         bad = np.flatnonzero([v is None or (isinstance(v, float) and np.isnan(v)) for v in arr])
         if bad.size:
             raise InputDataError(
-                f"`clusters` has missing labels at {_row_names(bad, None)}; give every unit a cluster."
+                f"`clusters` has missing labels at {row_names(bad, None)}; give every unit a cluster."
             )
         arr = arr.astype(str)
     if T is not None and single_arm != "ignore":
@@ -197,7 +213,7 @@ def check_sample_weight(sample_weight, *, n: int, unit_ids=None) -> np.ndarray |
     bad = np.flatnonzero(arr <= 0)
     if bad.size:
         raise InputDataError(
-            f"`sample_weight` must be positive; got values <= 0 at {_row_names(bad, unit_ids)}. "
+            f"`sample_weight` must be positive; got values <= 0 at {row_names(bad, unit_ids)}. "
             "Drop zero-weight units instead."
         )
     return arr
@@ -213,7 +229,7 @@ def check_propensity(propensity, *, n: int, unit_ids=None, name: str = "propensi
     if bad.size:
         raise InputDataError(
             f"`{name}` must lie strictly between 0 and 1; got {arr[bad][:_SHOW].tolist()} at "
-            f"{_row_names(bad, unit_ids)}."
+            f"{row_names(bad, unit_ids)}."
         )
     return arr
 
@@ -287,3 +303,34 @@ def check_treatment_outcome(
     cl = check_clusters(clusters, n=n, T=T_clean, single_arm=single_arm_clusters)
     w = check_sample_weight(sample_weight, n=n, unit_ids=unit_ids)
     return CheckedData(T_clean, Y_clean, X_clean, cl, w)
+
+
+def cluster_codes(clusters, n: int) -> tuple[np.ndarray, int]:
+    """Integer code ``0 .. C - 1`` of each unit's cluster, and ``C``.
+
+    Without clusters (``None``) each unit is its own cluster: codes ``0 .. n - 1``, ``C = n``.
+    """
+    if clusters is None:
+        return np.arange(n), n
+    _, codes = np.unique(clusters, return_inverse=True)
+    return codes.reshape(-1), int(codes.max()) + 1 if codes.size else 0
+
+
+def check_is_fitted(estimator, attributes: str | tuple[str, ...]) -> None:
+    """Raise :class:`~eocausal.errors.NotFittedError` unless ``estimator`` has all ``attributes``.
+
+    The message is scikit-learn's: "This <Class> instance is not fitted yet. Call 'fit'
+    with appropriate arguments before using this estimator."
+
+    Parameters
+    ----------
+    estimator : object
+    attributes : str or tuple of str
+        Attributes that ``fit`` sets (e.g. ``"dr_scores_"``).
+    """
+    names = (attributes,) if isinstance(attributes, str) else attributes
+    if not all(hasattr(estimator, a) for a in names):
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
+            "appropriate arguments before using this estimator."
+        )
