@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eocausal.atomic import atomic_path
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -286,10 +288,8 @@ def main(argv=None) -> int:
             torch.set_num_threads(args.threads)
             d = simulate_one(float(tau), args.seed * 100_003 + i, args)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npz")
-                np.savez(tmp, **d)
-                tmp.replace(path)
+                with atomic_path(path) as tmp:
+                    np.savez(tmp, **d)
             src = "trained"
         print(
             f"tau[{i:2d}] = {tau:+.3f}: {src}, {int(d['epochs'])} epochs, "

@@ -168,3 +168,20 @@ def test_kill_at_three_random_points_then_rerun_gives_identical_results(tmp_path
     assert (run / "cate.csv").read_bytes() == (tmp_path / "reference" / "cate.csv").read_bytes()
     leftovers = [p for p in run.rglob("*") if ".tmp" in p.name]
     assert not leftovers, leftovers
+
+
+def test_all_nodata_imagery_stops_with_every_unit_and_its_reason(tmp_path, study_files):
+    inputs = tmp_path / "inputs"
+    shutil.copytree(study_files, inputs)
+    with rasterio.open(inputs / "scene.tif", "r+") as src:
+        for b in range(1, src.count + 1):
+            src.write(np.full((src.height, src.width), src.nodata, dtype=src.dtypes[0]), b)
+    cfg = _config(tmp_path, inputs)
+    res = _cli("run", str(cfg), "-q")
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "excluded" in res.stderr
+    table = pd.read_csv(tmp_path / "run" / "chips" / "exclusions.csv")
+    assert len(table) == 300 and table["reason"].notna().all()
+    from eocausal.pipeline import run_status
+
+    assert run_status(tmp_path / "run") != "complete"

@@ -201,6 +201,7 @@ def resolve_bands(
     if missing:
         raise BandError(
             f"Band(s) {missing} not found in {where}; available bands: {list(available)}. "
-            "Fix ChipSpec(bands=...) or name the bands of the source (band_names=...)."
+            "Fix the config field `imagery.bands` (ChipSpec(bands=...)), or name the bands of the "
+            "source (band_names=...)."
         )
     return [lookup[b.lower()] for b in requested]

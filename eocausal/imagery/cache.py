@@ -20,8 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from eocausal.atomic import atomic_path
+
 from eocausal.errors import ConfigError
-from eocausal.imagery.sources import CallableSource, GeoSource, PrecutChipSource
+from eocausal.imagery.callable import CallableSource
+from eocausal.imagery.geosource import GeoSource
+from eocausal.imagery.precut import PrecutChipSource
 
 __all__ = ["ChipCache"]
 
@@ -53,7 +57,7 @@ def _source_fingerprint(source: Any, namespace: str | None) -> Any:
 
 
 class ChipCache:
-    """On-disk cache of :class:`~eocausal.imagery.chips.ChipDataset` items.
+    """On-disk cache of :class:`~eocausal.imagery.ChipDataset` items.
 
     Parameters
     ----------
@@ -93,15 +97,23 @@ class ChipCache:
             )
         return self._fingerprints[key]
 
-    def _path(self, dataset: Any, unit_id: str) -> Path:
-        name = hashlib.sha256(unit_id.encode()).hexdigest()
+    def _path(self, dataset: Any, unit: int) -> Path:
+        """Cache file of a unit: named by its id AND its location (point or image key), so a
+        moved unit never gets its old chips back."""
+        units = dataset.units
+        where = (
+            units.gdf.geometry.iloc[unit].wkb_hex
+            if units.gdf is not None
+            else str(units.image_key[unit])
+        )
+        name = hashlib.sha256(f"{units.unit_id[unit]}\0{where}".encode()).hexdigest()
         return self.folder(dataset) / name[:2] / f"{name}.npz"
 
     def get(self, dataset: Any, i: int) -> dict[str, Any] | None:
         """Item ``i`` of ``dataset`` from the cache, or None on a miss."""
         unit = int(dataset._order[i])
         unit_id = str(dataset.units.unit_id[unit])
-        path = self._path(dataset, unit_id)
+        path = self._path(dataset, unit)
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:
@@ -124,8 +136,7 @@ class ChipCache:
 
     def put(self, dataset: Any, i: int, item: dict[str, Any]) -> Path:
         """Store item ``i`` atomically; returns its path."""
-        path = self._path(dataset, item["unit_id"])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._path(dataset, int(item["index"]))
         arrays: dict[str, np.ndarray] = {
             "excluded": np.asarray(item["excluded"]),
             "reason": np.asarray(item["reason"]),
@@ -134,8 +145,6 @@ class ChipCache:
             arrays[f"chips__{s}"] = item["chips"][s].numpy()
             arrays[f"masks__{s}"] = item["masks"][s].numpy()
             arrays[f"vf__{s}"] = np.asarray(float(item["valid_fraction"][s]))
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
         return path

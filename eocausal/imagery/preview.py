@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from eocausal.atomic import atomic_path
 from eocausal.errors import ConfigError
 from eocausal.imagery.bands import resolve_bands
 
@@ -29,16 +30,28 @@ def _default_bands(names: Sequence[str]) -> list[str]:
     return list(names[:3]) if len(names) >= 3 else [names[0]]
 
 
-def _stretch(chip: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(C, H, W) -> (H, W, 3) in [0, 1], 2-98 percentile stretch over valid pixels, grey where invalid."""
-    rgb = np.repeat(chip, 3, axis=0) if chip.shape[0] == 1 else chip
+def _rgb(chip: np.ndarray) -> np.ndarray:
+    return np.repeat(chip, 3, axis=0) if chip.shape[0] == 1 else chip
+
+
+def _limits(chips: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+    """(3, 2) 2nd and 98th percentiles per channel over the valid pixels of ``chips``."""
+    limits = np.zeros((3, 2))
+    for c in range(3):
+        values = np.concatenate([_rgb(x)[c][m] for x, m in zip(chips, masks)] or [np.zeros(0)])
+        if values.size:
+            limits[c] = np.percentile(values, [2, 98])
+    return limits
+
+
+def _stretch(chip: np.ndarray, mask: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, W, 3) in [0, 1] with one stretch per channel, grey where invalid."""
+    rgb = _rgb(chip)
     out = np.full(rgb.shape[1:] + (3,), 0.5)
-    if mask.any():
-        for c in range(3):
-            v = rgb[c][mask]
-            lo, hi = np.percentile(v, [2, 98])
-            scaled = (rgb[c] - lo) / (hi - lo) if hi > lo else np.zeros_like(rgb[c])
-            out[..., c] = np.where(mask, np.clip(scaled, 0, 1), 0.5)
+    for c in range(3):
+        lo, hi = limits[c]
+        scaled = (rgb[c] - lo) / (hi - lo) if hi > lo else np.zeros_like(rgb[c])
+        out[..., c] = np.where(mask, np.clip(scaled, 0, 1), 0.5)
     return out
 
 
@@ -68,7 +81,9 @@ def write_chip_preview(
     -------
     Path
         Invalid (masked) pixels are grey; a time series shows its first date;
-        excluded units are titled with their reason.
+        excluded units are titled with their reason. Each scale is stretched once
+        (2-98 percentiles over the valid pixels of all its chips shown), so the chips
+        of one scale can be compared.
     """
     import matplotlib
 
@@ -91,15 +106,21 @@ def write_chip_preview(
     fig, axes = plt.subplots(
         len(picks), len(scales), figsize=(2.2 * len(scales), 2.2 * len(picks)), squeeze=False
     )
-    for row, i in enumerate(picks):
-        item = dataset[int(i)]
+    items = [dataset[int(i)] for i in picks]
+
+    def first_date(item: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+        chip, mask = item["chips"][name].numpy(), item["masks"][name].numpy()
+        return (chip[0], mask[0]) if chip.ndim == 4 else (chip, mask)
+
+    limits = {}
+    for s in scales:
+        pairs = [first_date(item, s.name) for item in items]
+        limits[s.name] = _limits([c[pos] for c, _ in pairs], [m for _, m in pairs])
+    for row, item in enumerate(items):
         for col, s in enumerate(scales):
-            chip = item["chips"][s.name].numpy()
-            mask = item["masks"][s.name].numpy()
-            if chip.ndim == 4:
-                chip, mask = chip[0], mask[0]
+            chip, mask = first_date(item, s.name)
             ax = axes[row, col]
-            ax.imshow(_stretch(chip[pos], mask), interpolation="nearest")
+            ax.imshow(_stretch(chip[pos], mask, limits[s.name]), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             title = f"{item['unit_id']} | {s.name}"
@@ -111,9 +132,7 @@ def write_chip_preview(
     fig.suptitle(f"bands {', '.join(show)}", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

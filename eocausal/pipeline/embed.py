@@ -94,10 +94,27 @@ def embed_stage(cfg: RunConfig, study: PreparedStudy, *, log: Log = _nolog, prog
             "or encoder settings; run `eocausal embed CONFIG` (or `eocausal run CONFIG`) first"
         )
     dataset, preview = run_chips(cfg, study, log=log)
-    result, encoder = run_embed(cfg, dataset, log=log, progress=progress)
+    try:
+        result, encoder = run_embed(cfg, dataset, log=log, progress=progress)
+    except EocausalError:
+        _stop_if_all_excluded(cfg, study, dataset)
+        raise
     exclusions = pd.concat([study.exclusions, result.exclusions], ignore_index=True)
     write_manifest(out, key, {"chips": chips_key(cfg, study)})
     return EmbeddingStage(result.embeddings, exclusions, out, key, Path(preview), encoder, dataset)
+
+
+def _stop_if_all_excluded(cfg: RunConfig, study: PreparedStudy, dataset: Any) -> None:
+    """When no unit has chips, list every unit with its reason in chips/exclusions.csv and say so."""
+    from eocausal.imagery.exclusions import all_excluded_error
+
+    read_time = dataset.scan_exclusions(num_workers=cfg.encoder.num_workers)
+    if len(read_time) < len(dataset) + len(dataset.exclusions):
+        return  # some unit has chips: the error was another one
+    table = pd.concat([study.exclusions, read_time], ignore_index=True)
+    path = cfg.run_dir / "chips" / "exclusions.csv"
+    write_csv(table, path)
+    raise all_excluded_error(table, len(table), table_path=path)
 
 
 def run_chips(

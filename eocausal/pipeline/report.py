@@ -12,6 +12,7 @@ import pandas as pd
 
 from eocausal.atomic import write_json
 from eocausal.config import RunConfig
+from eocausal.imagery.exclusions import count_by_kind
 from eocausal.pipeline.embed import EmbeddingStage
 from eocausal.pipeline.estimate import Estimates
 from eocausal.pipeline.evaluate import Evaluation
@@ -32,28 +33,6 @@ def round_floats(value: Any, digits: int = 10) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-#: how an exclusion reason reads in the summary, by the pattern of its text (first match)
-_REASON_KINDS = (
-    (r"^valid fraction [\d.]+ < min_valid_fraction", "too little valid imagery (below imagery.min_valid_fraction)"),
-    (r"^missing covariate", "missing covariates"),
-    (r"outside", "outside the imagery"),
-)
-
-
-def _reason_counts(reasons: pd.Series) -> dict[str, int]:
-    """Exclusion counts by kind of reason (the first reason of each unit, values left out)."""
-    first = reasons.astype(str).str.split(";").str[0].str.strip()
-    kinds = first.copy()
-    matched = pd.Series(False, index=first.index)
-    for pattern, kind in _REASON_KINDS:
-        hit = ~matched & first.str.contains(pattern, regex=True)
-        kinds[hit] = kind
-        matched |= hit
-    rest = kinds[~matched].str.replace(r"(?<![\w.])[-+]?\d[\d.]*", "N", regex=True)
-    kinds[~matched] = rest.str.replace(r" at scale '[^']*'", "", regex=True)
-    return {str(k): int(v) for k, v in kinds.value_counts().sort_index().items()}
 
 
 def _provenance(cfg: RunConfig, study: PreparedStudy, stage: EmbeddingStage) -> dict[str, Any]:
@@ -141,7 +120,7 @@ def report_stage(cfg: RunConfig, study: PreparedStudy, stage: EmbeddingStage, ex
         "exclusions": {
             "n": int(len(exclusions)),
             "file": "exclusions.csv",
-            "by_reason": _reason_counts(exclusions["reason"]),
+            "by_reason": count_by_kind(exclusions["reason"]),
             "rows": exclusions.to_dict(orient="records"),
         },
         "artifacts": {

@@ -108,3 +108,16 @@ def test_preview_png(kit, tmp_path, index_tif):
     assert not list((tmp_path / "prev").glob(".*"))
     with pytest.raises(ConfigError, match="1 or 3"):
         write_chip_preview(ds, tmp_path / "x.png", bands=["red", "nir"])
+
+
+def test_cache_never_serves_a_moved_unit_its_old_chips(kit, tmp_path, index_tif):
+    spec = ChipSpec([Scale("a", size_px=5, out_px=5)])
+    here = kit.units_at([kit.pixel_centre(O, 30.0, 40, 40)])
+    moved = kit.units_at([kit.pixel_centre(O, 30.0, 90, 120)])  # same unit id, another place
+    assert here.unit_id.tolist() == moved.unit_id.tolist()
+    cache = tmp_path / "cache"
+    old = ChipDataset(here, RasterSource(index_tif), spec, cache=ChipCache(cache))[0]
+    fresh = ChipDataset(moved, RasterSource(index_tif), spec)[0]
+    served = ChipDataset(moved, RasterSource(index_tif), spec, cache=ChipCache(cache))[0]
+    assert not torch.equal(old["chips"]["a"], fresh["chips"]["a"])
+    assert torch.equal(served["chips"]["a"], fresh["chips"]["a"])
