@@ -56,6 +56,10 @@ def test_artifacts_and_accounting(first_run):
     html = (d / "report.html").read_text()
     for text in ("RATE", "Excluded units", "data:image/png;base64", "Average treatment effect"):
         assert text in html
+    # a long exclusion table is collapsed in the report; the CSV keeps every unit
+    assert study["n_excluded"] > 20
+    listed = html.split("<h2>Excluded units</h2>")[1].split("<h2>")[0]
+    assert listed.count("<tr><td>u") == 20 and f"and {study['n_excluded'] - 20} more units" in listed
 
 
 def test_known_truth(first_run):

@@ -21,6 +21,9 @@ from eocausal.pipeline.study import Log, PreparedStudy, _nolog
 
 __all__ = ["report_stage", "round_floats"]
 
+#: excluded units listed in results.json (every one is in exclusions.csv)
+_EXCLUSION_ROWS = 100
+
 
 def round_floats(value: Any, digits: int = 10) -> Any:
     """Round floats so that results.json is byte-stable across platforms' last bits."""
@@ -121,7 +124,9 @@ def report_stage(cfg: RunConfig, study: PreparedStudy, stage: EmbeddingStage, ex
             "n": int(len(exclusions)),
             "file": "exclusions.csv",
             "by_reason": count_by_kind(exclusions["reason"]),
-            "rows": exclusions.to_dict(orient="records"),
+            "rows": exclusions.head(_EXCLUSION_ROWS).to_dict(orient="records"),
+            "rows_note": (f"the first {_EXCLUSION_ROWS} of {len(exclusions)}; all are in exclusions.csv"
+                          if len(exclusions) > _EXCLUSION_ROWS else None),
         },
         "artifacts": {
             "embeddings": str((stage.out_dir / "embeddings.parquet").relative_to(run)),

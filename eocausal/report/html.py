@@ -18,6 +18,9 @@ from eocausal.atomic import write_text
 
 __all__ = ["render_report"]
 
+#: excluded units listed in the report (all of them stay in exclusions.csv)
+_EXCLUSIONS_SHOWN = 20
+
 _CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto;
        max-width: 1100px; color: #1b1f24; line-height: 1.45; }
@@ -304,7 +307,15 @@ def render_report(
             f"<p class='warn'>{_fmt(excl['n'])} units were excluded; every one is listed in "
             f"<code>{html.escape(str(excl.get('file', 'exclusions.csv')))}</code>.</p>"
         )
-        parts.append(_table(excl.get("rows", [])[:50], [("unit_id", "unit"), ("reason", "reason")]))
+        rows = excl.get("rows", [])
+        kinds = excl.get("by_reason") or {}
+        if kinds:
+            parts.append(_table([{"kind": k, "n": v} for k, v in kinds.items()],
+                                [("kind", "reason"), ("n", "units")]))
+        parts.append(_table(rows[:_EXCLUSIONS_SHOWN], [("unit_id", "unit"), ("reason", "reason")]))
+        if excl["n"] > _EXCLUSIONS_SHOWN:
+            parts.append(f"<p class='note'>… and {_fmt(excl['n'] - _EXCLUSIONS_SHOWN)} more units: see "
+                         f"<code>{html.escape(str(excl.get('file', 'exclusions.csv')))}</code>.</p>")
     else:
         parts.append("<p class='note'>No unit was excluded.</p>")
 
