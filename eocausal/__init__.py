@@ -47,8 +47,13 @@ _EXPORTS: dict[str, str] = {
     "LinearCalibration": "eocausal.debias",
     "TweedieCorrection": "eocausal.debias",
     "debias_outcome": "eocausal.debias",
+    "OutcomeModel": "eocausal.outcome",
     # maps, simulation, configuration, pipeline
     "grid_over_raster": "eocausal.maps",
+    "RegionGrid": "eocausal.maps",
+    "run_map_job": "eocausal.maps",
+    "MapArtifact": "eocausal.maps",
+    "sample_map": "eocausal.maps",
     "make_demo_study": "eocausal.simulate",
     "load_config": "eocausal.config",
     "run_pipeline": "eocausal.pipeline",

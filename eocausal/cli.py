@@ -2,12 +2,18 @@
 
 Every command takes a YAML configuration (see ``configs/demo.yaml``). User
 errors (a bad config field, a missing file, invalid data) print one line and
-exit with code 2; nothing else is printed as a traceback.
+exit with code 2; Ctrl-C prints "aborted" and exits with code 130; nothing
+else is printed as a traceback. Relative paths in the configuration, ``run_dir``
+included, are taken from the configuration file's folder; ``--run-dir`` on the
+command line is taken from the current folder.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -15,6 +21,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from eocausal.config import RunConfig, load_config
 from eocausal.errors import EocausalError
@@ -34,13 +41,23 @@ console = Console(stderr=True, highlight=False)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run configuration.")]
 RunDirOpt = Annotated[
-    Path | None, typer.Option("--run-dir", help="Output folder (overrides `run_dir` in the config).")
+    Path | None,
+    typer.Option(
+        "--run-dir",
+        help="Output folder, relative to the current folder (overrides `run_dir` in the config, "
+        "which is relative to the config file's folder).",
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
 
+_MAX_MESSAGE_CHARS = 2000
+
+
 def _load(config: Path, run_dir: Path | None) -> RunConfig:
-    return load_config(config, overrides={"run_dir": str(run_dir)} if run_dir else None)
+    """The validated config; ``--run-dir`` is made absolute here, against the current folder."""
+    overrides = {"run_dir": str(run_dir.expanduser().resolve())} if run_dir else None
+    return load_config(config, overrides=overrides)
 
 
 def _log(quiet: bool):
@@ -55,35 +72,42 @@ def _num(value: float | None, spec: str) -> str:
 
 
 def _summary(results: dict) -> None:
+    """Print the headline numbers; any section may be missing or empty (panel runs have no RATE)."""
     rate = results.get("rate") or {}
-    table = rate.get("table", [])
+    table = rate.get("table") or []
     if table:
         console.print("[bold]RATE on held-out units[/bold] (estimate, SE, ratio):")
         for row in table:
             console.print(
-                f"  {row['combination']:<24} {_num(row.get('estimate'), '8.3f')} "
+                f"  {escape(str(row.get('combination', '?'))):<24} {_num(row.get('estimate'), '8.3f')} "
                 f"{_num(row.get('std_err'), '8.3f')} {_num(row.get('ratio'), '7.2f')}"
             )
     seq = rate.get("sequential_cv")
     if seq:
         console.print(
-            f"sequential cross-fitted RATE test over {seq['n_folds']} folds: statistic "
+            f"sequential cross-fitted RATE test over {seq.get('n_folds', '?')} folds: statistic "
             f"{_num(seq.get('statistic'), '.2f')}, p = {_num(seq.get('p_value'), '.3g')}"
         )
     panel = results.get("panel") or {}
     if panel.get("effects"):
         console.print("[bold]Panel effects[/bold] (estimate, SE):")
         for row in panel["effects"]:
-            console.print(f"  {row['method']:<12} {_num(row.get('estimate'), '8.3f')} {_num(row.get('std_err'), '8.3f')}")
+            console.print(
+                f"  {escape(str(row.get('method', '?'))):<12} {_num(row.get('estimate'), '8.3f')} "
+                f"{_num(row.get('std_err'), '8.3f')}"
+            )
         if panel.get("truth") is not None:
             console.print(f"  {'truth':<12} {_num(panel['truth'], '8.3f')}")
-    cate = results.get("cate", {})
-    if "corr_with_true_tau_held_out" in cate:
-        console.print(f"correlation of estimated with true tau (held out): {cate['corr_with_true_tau_held_out']:.3f}")
-    excl = results.get("exclusions", {})
+    corr = (results.get("cate") or {}).get("corr_with_true_tau_held_out")
+    if corr is not None:
+        console.print(f"correlation of estimated with true tau (held out): {_num(corr, '.3f')}")
+    excl = results.get("exclusions") or {}
     if excl.get("n"):
-        kinds = ", ".join(f"{n} x {kind}" for kind, n in excl.get("by_reason", {}).items())
-        console.print(f"[yellow]{excl['n']} units excluded[/yellow] ({kinds}); every one is listed in exclusions.csv")
+        kinds = ", ".join(f"{n} x {kind}" for kind, n in (excl.get("by_reason") or {}).items())
+        console.print(
+            f"[yellow]{excl['n']} units excluded[/yellow]{escape(f' ({kinds})') if kinds else ''}; "
+            "every one is listed in exclusions.csv"
+        )
 
 
 @app.command()
@@ -127,7 +151,7 @@ def chips(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False)
     from eocausal.pipeline import run_chips
 
     cfg = _load(config, run_dir)
-    dataset, preview = run_chips(cfg, scan=True, log=_log(quiet))
+    _, preview = run_chips(cfg, scan=True, log=_log(quiet))
     typer.echo(f"{cfg.run_dir / 'chips' / 'exclusions.csv'}\n{preview}")
 
 
@@ -202,21 +226,49 @@ def weights_fetch(
     typer.echo(str(fetch_weights(name, cache_dir)))
 
 
+def _one_line(message: object) -> str:
+    """``message`` on one line (whitespace runs collapsed), at most 2,000 characters, markup escaped."""
+    text = " ".join(str(message).split())
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[: _MAX_MESSAGE_CHARS - 1] + "…"
+    return escape(text)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+    console.print(f"[yellow]warning:[/yellow] {_one_line(message)}", soft_wrap=True)
+
+
+class _Interrupted(BaseException):
+    """Ctrl-C in the main process.
+
+    Raised instead of KeyboardInterrupt because Lightning turns a KeyboardInterrupt inside
+    ``Trainer.predict`` into its own message and ``sys.exit(1)``; any other exception it
+    re-raises unchanged.
+    """
+
+
+def _on_sigint(main_pid: int):
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:  # a forked DataLoader worker stops quietly on KeyboardInterrupt
+            raise KeyboardInterrupt
+        raise _Interrupted("interrupted (Ctrl-C)")
+
+    return handler
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C exits with 130."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.showwarning = _show_warning
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_sigint(os.getpid())) if in_main_thread else None
     try:
         app(standalone_mode=False)
     except EocausalError as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {_one_line(err)}", soft_wrap=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt, _Interrupted):
         console.print("aborted")
         sys.exit(130)
     except Exception as err:  # click usage errors (bad option, missing argument)
@@ -228,3 +280,6 @@ def main() -> None:
         if isinstance(err, click.exceptions.Exit):
             sys.exit(err.exit_code)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

@@ -9,6 +9,7 @@ the offending rows and columns and say how to fix them.
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from pyproj.exceptions import CRSError
 
 from eocausal.errors import UnitsError
 
-__all__ = ["StudyUnits"]
+__all__ = ["SUPPORTED_UNITS_SUFFIXES", "StudyUnits", "check_units_file", "read_units_table"]
 
 _LON_NAMES = ("lon", "longitude", "lng", "long", "x")
 _LAT_NAMES = ("lat", "latitude", "y")
@@ -114,6 +115,164 @@ def _find_column(frame: pd.DataFrame, names: Sequence[str]) -> str | None:
         if name in lower:
             return lower[name]
     return None
+
+
+_TEXT_SUFFIXES = (".csv", ".txt", ".tsv")
+_PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
+_VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".gdb")
+#: file name endings :func:`read_units_table` reads
+SUPPORTED_UNITS_SUFFIXES = _TEXT_SUFFIXES + _PARQUET_SUFFIXES + _VECTOR_SUFFIXES
+_CHUNK_BYTES = 1 << 20
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a reader's message, at most 200 characters."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    line = lines[0].rstrip(".")
+    return line if len(line) <= 200 else line[:199] + "…"
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_text(path: Path) -> None:
+    """A ``.csv``/``.txt``/``.tsv`` file: UTF-8 throughout, a comma-separated header, rows after it.
+
+    Decoded in chunks with an incremental decoder, so the offset of a bad byte is exact
+    and a large file is never held whole.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    lines: list[str] = []  # the first two non-blank lines: the header and a row
+    pending, offset = "", 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK_BYTES):
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                byte = err.object[err.start : err.start + 1].hex()
+                raise UnitsError(
+                    f"Units file {str(path)!r} is not UTF-8 text: byte 0x{byte} at offset {offset + err.start} "
+                    "cannot be decoded. Save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet program)."
+                ) from None
+            offset += len(chunk)
+            if len(lines) < 2:
+                *complete, pending = (pending + text).split("\n")
+                lines += [line for line in complete if line.strip()][: 2 - len(lines)]
+    if len(lines) < 2 and pending.strip():
+        lines.append(pending)
+    if not lines:
+        raise UnitsError(f"Units file {str(path)!r} holds only blank lines; give a header and one row per unit.")
+    header = lines[0].strip()
+    if path.suffix.lower() != ".tsv" and "," not in header:
+        if ";" in header:
+            raise UnitsError(
+                f"Units file {str(path)!r} looks like a semicolon-separated file (header {_clip(header)!r}); "
+                "save it with commas as the separator."
+            )
+        if "\t" in header:
+            raise UnitsError(
+                f"Units file {str(path)!r} looks tab-separated (header {_clip(header)!r}); "
+                "save it with commas, or name it .tsv."
+            )
+    if len(lines) < 2:
+        raise UnitsError(f"Units file {str(path)!r} has a header but no rows; give one row per unit.")
+
+
+def check_units_file(path: str | os.PathLike) -> Path:
+    """Check a units file before it is parsed; return its path.
+
+    The file must exist, have a supported name ending (:data:`SUPPORTED_UNITS_SUFFIXES`)
+    and not be empty; a ``.csv``/``.txt``/``.tsv`` file must be UTF-8 throughout, hold at
+    least one row after its header, and (``.csv``/``.txt``) use commas. Cheap enough for
+    config validation: a text file is decoded in chunks and never parsed.
+
+    Raises
+    ------
+    UnitsError
+        Naming the file, what is wrong and the fix (e.g. a semicolon-separated CSV).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UnitsError(f"Units file not found: {path}. Check the path in the config.")
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_UNITS_SUFFIXES:
+        raise UnitsError(
+            f"Units file {str(path)!r} has the unsupported ending {path.suffix or '(none)'!r}; "
+            f"save it as one of {', '.join(SUPPORTED_UNITS_SUFFIXES)}."
+        )
+    if suffix == ".gdb":  # a FileGDB is a folder
+        return path
+    if not path.is_file():
+        raise UnitsError(f"Units file {str(path)!r} is a folder, not a file; name the table file inside it.")
+    if path.stat().st_size == 0:
+        raise UnitsError(f"Units file {str(path)!r} is empty (0 bytes); give a table with one row per unit.")
+    if suffix in _TEXT_SUFFIXES:
+        _check_text(path)
+    return path
+
+
+def _ids_as_text(frame: pd.DataFrame, id_col: str) -> pd.DataFrame:
+    """The id column as text (integral floats as integers); missing ids stay missing."""
+    if id_col not in frame.columns:
+        return frame
+    raw = frame[id_col]
+    present = raw.notna()
+    if pd.api.types.is_float_dtype(raw) and np.all(np.mod(raw[present].to_numpy(), 1) == 0):
+        raw = raw.astype("Int64")
+    text = pd.Series([str(v) if ok else None for v, ok in zip(raw, present)], index=frame.index, dtype=object)
+    return frame.assign(**{id_col: text})
+
+
+def read_units_table(path: str | os.PathLike, *, id_col: str = "unit_id") -> pd.DataFrame | gpd.GeoDataFrame:
+    """Read the table of units from a file, with the id column as text.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.csv``/``.txt`` (comma-separated, UTF-8) or ``.tsv``, with coordinates in
+        columns; ``.parquet``/``.geoparquet``/``.pq`` (GeoParquet, or plain Parquet with
+        coordinate columns); or a vector file geopandas reads (``.gpkg``, ``.geojson``,
+        ``.json``, ``.shp``, ``.fgb``, ``.gml``, ``.kml``, ``.gdb``).
+    id_col : str, default="unit_id"
+        The id column, read as text so that "007" stays "007" (from binary formats,
+        integers and integral floats become their integer digits: 7.0 -> "7").
+
+    Returns
+    -------
+    DataFrame or GeoDataFrame
+        One row per line of the file; a GeoDataFrame when the file holds geometry.
+        Nothing else is checked: :meth:`StudyUnits.from_frame` checks the content.
+
+    Raises
+    ------
+    UnitsError
+        A missing, empty, unreadable or non-UTF-8 file, an unsupported ending, a
+        semicolon- or tab-separated ``.csv``, or a table without rows; the message
+        names the file.
+    """
+    path = check_units_file(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in _TEXT_SUFFIXES:
+            sep = "\t" if suffix == ".tsv" else ","
+            frame = pd.read_csv(path, sep=sep, dtype={id_col: str}, encoding="utf-8-sig")
+        elif suffix in _PARQUET_SUFFIXES:
+            try:
+                frame = gpd.read_parquet(path)
+            except ValueError:  # plain Parquet without geo metadata
+                frame = pd.read_parquet(path)
+            frame = _ids_as_text(frame, id_col)
+        else:
+            frame = _ids_as_text(gpd.read_file(path), id_col)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UnitsError(
+            f"Could not read units file {str(path)!r}: {_first_line(exc)}. Check that it is a valid "
+            f"{suffix} file (open it in a GIS or spreadsheet program and save it again)."
+        ) from exc
+    if len(frame) == 0:
+        raise UnitsError(f"Units file {str(path)!r} has no rows; give one row per unit.")
+    return frame
 
 
 class StudyUnits:
@@ -377,12 +536,12 @@ class StudyUnits:
                 hint = f" The values fit as longitudes and {xname!r} fits as latitudes: lon/lat look swapped."
             raise UnitsError(
                 f"Latitudes in {yname!r} must lie in [-90, 90]; rows {_rows(bad_lat, frame)} hold "
-                f"{_listing(y[bad_lat].tolist())}.{hint} Check which column is longitude and which is latitude."
+                f"{_listing(np.round(y[bad_lat], 6).tolist())}.{hint} Check which column is longitude and which is latitude."
             )
         if bad_lon.any():
             raise UnitsError(
                 f"Longitudes in {xname!r} must lie in [-180, 180]; rows {_rows(bad_lon, frame)} hold "
-                f"{_listing(x[bad_lon].tolist())}. Check the coordinate columns and the CRS."
+                f"{_listing(np.round(x[bad_lon], 6).tolist())}. Check the coordinate columns and the CRS."
             )
 
     @classmethod
@@ -392,9 +551,7 @@ class StudyUnits:
         Parameters
         ----------
         path : path-like
-            ``.csv``/``.txt`` (coordinates in columns), ``.parquet``/``.geoparquet``
-            (GeoParquet, or plain Parquet with coordinate columns), or any
-            format geopandas reads (``.gpkg``, ``.geojson``, ``.shp``, ...).
+            A file :func:`read_units_table` reads (see there for the formats).
         **kwargs
             The keyword arguments of :meth:`from_frame`.
 
@@ -402,26 +559,7 @@ class StudyUnits:
         -------
         StudyUnits
         """
-        path = Path(path)
-        if not path.exists():
-            raise UnitsError(f"Units file not found: {path}. Check the path in the config.")
-        suffix = path.suffix.lower()
-        id_col = kwargs.get("id_col", "unit_id")
-        try:
-            if suffix in (".csv", ".txt", ".tsv"):
-                sep = "\t" if suffix == ".tsv" else ","
-                # Read ids (and image keys) as text so "007" stays "007".
-                dtypes = {id_col: str}
-                frame = pd.read_csv(path, sep=sep, dtype=dtypes)
-            elif suffix in (".parquet", ".geoparquet", ".pq"):
-                try:
-                    frame = gpd.read_parquet(path)
-                except ValueError:  # plain Parquet without geo metadata
-                    frame = pd.read_parquet(path)
-            else:
-                frame = gpd.read_file(path)
-        except (OSError, ValueError) as exc:
-            raise UnitsError(f"Could not read units file {path}: {exc}") from exc
+        frame = read_units_table(path, id_col=kwargs.get("id_col", "unit_id"))
         return cls.from_frame(frame, **kwargs)
 
     # ------------------------------------------------------------------ use

@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     ["eocausal", "eocausal.estimate", "eocausal.evaluate", "eocausal.features", "eocausal.debias",
-     "eocausal.config", "eocausal.report"],
+     "eocausal.config", "eocausal.report", "eocausal.outcome", "eocausal.maps", "eocausal.trials"],
 )
 def test_causal_stages_never_import_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"

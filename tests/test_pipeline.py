@@ -107,10 +107,12 @@ def test_predicted_outcome_is_debiased_end_to_end(tmp_path):
                       "method": "linear"}
     data["map"]["enabled"] = False
     data["evaluate"]["compare_scales"] = False
-    data["image_types"] = {"enabled": True, "scale": "1km", "epochs": 20}
+    data["image_types"] = {"enabled": True, "scale": "1km", "epochs": 20, "input": "chips"}
     res = run_pipeline(parse_config(data), progress=False).results
     types = res["image_types"]
-    assert types["scale"] == "1km" and len(types["type_effects"]) == 2
+    assert types["scale"] == "1km" and types["input"] == "chips" and len(types["type_effects"]) == 2
+    assert [len(u) for u in types["salience_units"]] == [3, 3]
+    assert (tmp_path / "run" / "figures" / "salience.png").stat().st_size > 0
     assert types["type_effects"][0]["mean"] <= types["type_effects"][1]["mean"]
     rows = {r["outcome"].split(",")[0]: r for r in res["debias"]["rows"]}
     naive, corrected = rows["naive (predicted)"], rows["corrected (linear)"]

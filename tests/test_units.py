@@ -9,7 +9,7 @@ import pytest
 from shapely.geometry import Point, Polygon
 
 from eocausal.errors import UnitsError
-from eocausal.units import StudyUnits
+from eocausal.units import StudyUnits, check_units_file, read_units_table
 
 
 def _frame(n=4):
@@ -145,3 +145,59 @@ def test_subset_keeps_order_and_checks_ids():
     assert list(s.covariates.index) == ["v3", "v0"] and list(s.gdf.index) == ["v3", "v0"]
     with pytest.raises(UnitsError, match="Unknown unit ids in subset: 'zz'"):
         u.subset(["zz"])
+
+
+_BAD_FILES = {
+    "zero_bytes": ("u.csv", b"", r"is empty \(0 bytes\)"),
+    "blank_lines": ("u.csv", b"\n \n", "only blank lines"),
+    "header_only": ("u.csv", b"unit_id,lon,lat\n", "header but no rows"),
+    "semicolons": ("u.csv", b"unit_id;lon;lat\nv0;33;1\n", "semicolon-separated file .*save it with commas"),
+    "tabs_in_csv": ("u.csv", b"unit_id\tlon\tlat\nv0\t33\t1\n", "looks tab-separated"),
+    "latin1_row": ("u.csv", "unit_id,lon,lat,name\nv0,33,1,caf\u00e9\n".encode("latin-1"),
+                   "not UTF-8 text: byte 0xe9 at offset 32"),
+    "xlsx": ("u.xlsx", b"PK\x03\x04", r"unsupported ending '\.xlsx'.*\.csv.*\.parquet.*\.gpkg.*\.geojson.*\.shp"),
+    "no_ending": ("units", b"unit_id\nv0\n", r"unsupported ending '\(none\)'"),
+    "corrupt_parquet": ("u.parquet", b"not parquet", r"Could not read units file .*u\.parquet"),
+    "corrupt_gpkg": ("u.gpkg", b"not a geopackage", r"Could not read units file .*u\.gpkg"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_FILES))
+def test_read_units_table_names_the_file_and_the_fix(tmp_path, case):
+    name, content, message = _BAD_FILES[case]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UnitsError, match=message) as info:
+        read_units_table(path, id_col="unit_id")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_read_units_table_folder_and_missing(tmp_path):
+    (tmp_path / "u.csv").mkdir()
+    with pytest.raises(UnitsError, match="is a folder"):
+        read_units_table(tmp_path / "u.csv")
+    with pytest.raises(UnitsError, match="not found"):
+        read_units_table(tmp_path / "missing.csv")
+
+
+def test_read_units_table_ids_are_text(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("\ufeffunit_id,lon,lat\n007,33,1\n010,33,1\n".encode())
+    assert read_units_table(tmp_path / "bom.csv").unit_id.tolist() == ["007", "010"]
+    pd.DataFrame({"unit_id": [7.0, 8.0, np.nan], "lon": [33.0] * 3}).to_parquet(tmp_path / "f.parquet")
+    assert read_units_table(tmp_path / "f.parquet").unit_id.tolist() == ["7", "8", None]
+    pd.DataFrame({"id": [7, 10], "lon": [33.0] * 2}).to_parquet(tmp_path / "i.parquet")
+    assert read_units_table(tmp_path / "i.parquet", id_col="id").id.tolist() == ["7", "10"]
+    # a missing id stays missing, so StudyUnits names its row
+    with pytest.raises(UnitsError, match="missing unit ids in rows 2"):
+        StudyUnits.read(tmp_path / "f.parquet", lon_col="lon", lat_col="lon")
+
+
+def test_check_units_file_reads_a_large_file_in_chunks(tmp_path):
+    """A bad byte far past the first chunk is found, at its exact offset."""
+    head = b"unit_id,lon,lat\n"
+    rows = b"".join(b"v%07d,33.0,1.0\n" % i for i in range(120_000))  # about 2.3 MB
+    (tmp_path / "big.csv").write_bytes(head + rows + b"v\xff,33,1\n")
+    with pytest.raises(UnitsError, match=f"byte 0xff at offset {len(head) + len(rows) + 1}"):
+        check_units_file(tmp_path / "big.csv")
+    (tmp_path / "ok.csv").write_bytes(head + rows)
+    assert check_units_file(tmp_path / "ok.csv") == tmp_path / "ok.csv"

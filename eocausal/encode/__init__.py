@@ -14,6 +14,7 @@ from eocausal.encode.backbones import (
     get_weights_entry,
     list_weights,
     load_state_dict,
+    record_sha256,
     register_weights,
     verify_sha256,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "list_weights",
     "load_state_dict",
     "merge_shards",
+    "record_sha256",
     "register_weights",
     "temporal_pool",
     "verify_sha256",

@@ -14,12 +14,45 @@ carrying the timm architecture, the number and names of the input bands, the
 name of the pixel scaling recipe (applied by :mod:`eocausal.imagery` before
 the chips reach the encoder), the file name, the pinned sha256 and the source
 URL.
+
+Trust model
+-----------
+A weights file is loaded only when its full 64-digit sha256 is known and
+matches. The file is read once: the digest is computed on the bytes that are
+then deserialised, so nothing can swap the file between check and load. Only
+tensors are deserialised (torch's weights-only unpickler or safetensors); a
+file holding other pickled Python objects is refused, never executed.
+
+Where the full digest comes from:
+
+* a timm architecture with a weights file of your own: the caller's
+  ``sha256`` (config field ``encoder.weights_sha256``), which is required;
+* registered weights pinned with a full digest: the registry entry;
+* registered weights whose publisher gives only a hex prefix (torchgeo's
+  SSL4EO-L files, torchvision and DeiT: 8 digits in the file name, 32 bits).
+  The prefix is all there is to check a download against, and 32 bits catch
+  corruption and mix-ups, but a file forged to match a 32-bit prefix costs
+  about 2**32 hashes. So once :func:`fetch_weights` has verified the prefix it
+  records the file's full digest beside it, in ``<file>.sha256``
+  (``sha256sum`` format), and every later load requires that recorded digest:
+  a file swapped or altered after the download is refused. A file without a
+  record (copied in by hand, or fetched by an older eocausal) is refused with
+  the fix: ``eocausal weights fetch NAME`` verifies it and writes the record.
+
+Every digest known for a file must match: the registry pin, the record, and a
+full ``sha256`` the caller pins for registered weights too. The record is trust
+on first use: it proves the file is the one that passed the prefix check at
+download, and whoever can rewrite the cache folder can rewrite the record with
+it. To close that, pin the full digest in the configuration
+(``encoder.weights_sha256``), taken once from a copy you trust.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
 import tempfile
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -31,6 +64,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from eocausal.atomic import write_text
 from eocausal.errors import WeightsError
 
 __all__ = [
@@ -43,6 +77,7 @@ __all__ = [
     "get_weights_entry",
     "list_weights",
     "load_state_dict",
+    "record_sha256",
     "register_weights",
     "verify_sha256",
 ]
@@ -80,7 +115,9 @@ class WeightsEntry:
     sha256 : str
         Pinned hex digest: the full 64-character sha256, or the leading hex
         prefix published in the file name (the ``torch.hub`` convention,
-        ``name-<prefix>.pth``) when the publisher pins only that.
+        ``name-<prefix>.pth``) when the publisher pins only that; a prefix is
+        checked at download, and loads then need the full digest recorded by
+        :func:`fetch_weights` (see the module's trust model).
     url : str
         Source URL used by :func:`fetch_weights`.
     input_size : int or None, default=224
@@ -239,7 +276,9 @@ def list_weights(cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Columns ``name, arch, in_chans, bands, recipe, filename, sha256, present, url``.
+        Columns ``name, arch, in_chans, bands, recipe, filename, sha256, present,
+        recorded, url``; ``recorded`` says whether ``<file>.sha256`` holds the
+        file's full digest (written by :func:`fetch_weights`).
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     rows = []
@@ -254,6 +293,7 @@ def list_weights(cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
                 "filename": e.filename,
                 "sha256": e.sha256,
                 "present": (cache / e.filename).is_file(),
+                "recorded": _record_path(cache / e.filename).is_file(),
                 "url": e.url,
             }
         )
@@ -269,12 +309,29 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _check_pin(expected: str, path: Path) -> str:
+    """``expected`` as lower-case hex (1 to 64 digits) or raise."""
+    pin = str(expected).lower()
+    if not pin or any(c not in "0123456789abcdef" for c in pin) or len(pin) > 64:
+        raise WeightsError(f"Pinned sha256 {expected!r} for {str(path)!r} is not a hex digest.")
+    return pin
+
+
+def _mismatch(path: Path, pin: str, actual: str) -> WeightsError:
+    kind = "sha256" if len(pin) == 64 else f"sha256 prefix ({len(pin)} hex digits)"
+    return WeightsError(
+        f"Weights file {str(path)!r} is corrupt or not the registered file: expected "
+        f"{kind} {pin}, got {actual}. Delete it and run `eocausal weights fetch` again."
+    )
+
+
 def verify_sha256(path: str | os.PathLike, expected: str) -> str:
     """Check the sha256 of ``path`` against ``expected`` and return the full digest.
 
     ``expected`` is either a full 64-character digest (compared exactly) or a
     shorter hex prefix (the digest must start with it, as ``torch.hub`` checks
-    the ``-<prefix>.pth`` of published file names).
+    the ``-<prefix>.pth`` of published file names). This is the download check;
+    loading goes through :func:`load_state_dict`, which needs a full digest.
 
     Raises
     ------
@@ -284,17 +341,62 @@ def verify_sha256(path: str | os.PathLike, expected: str) -> str:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"Weights file {str(path)!r} does not exist.")
-    expected = expected.lower()
-    if not expected or any(c not in "0123456789abcdef" for c in expected) or len(expected) > 64:
-        raise WeightsError(f"Pinned sha256 {expected!r} for {str(path)!r} is not a hex digest.")
+    pin = _check_pin(expected, path)
     actual = file_sha256(path)
-    if not actual.startswith(expected):
-        kind = "sha256" if len(expected) == 64 else f"sha256 prefix ({len(expected)} hex digits)"
-        raise WeightsError(
-            f"Weights file {str(path)!r} is corrupt or not the registered file: expected "
-            f"{kind} {expected}, got {actual}. Delete it and run `eocausal weights fetch` again."
-        )
+    if not actual.startswith(pin):
+        raise _mismatch(path, pin, actual)
     return actual
+
+
+def _record_path(path: Path) -> Path:
+    """``<file>.sha256``: where the full digest of a verified weights file is recorded."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    """The full digest recorded beside ``path``, or None when there is no record."""
+    record = _record_path(path)
+    if not record.is_file():
+        return None
+    fields = record.read_text(encoding="utf-8").split()
+    digest = fields[0].lower() if fields else ""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise WeightsError(
+            f"{str(record)!r} is not a sha256 record (expected '<64 hex digits>  {path.name}'); "
+            "delete it and run `eocausal weights fetch NAME` to verify the file and record it again."
+        )
+    return digest
+
+
+def _changed(path: Path, recorded: str, actual: str) -> WeightsError:
+    return WeightsError(
+        f"Weights file {str(path)!r} changed since its sha256 was recorded in "
+        f"{str(_record_path(path))!r}: recorded {recorded}, now {actual}. Restore the original "
+        "file, or delete both files and run `eocausal weights fetch NAME` again."
+    )
+
+
+def record_sha256(path: str | os.PathLike, expected: str) -> str:
+    """Verify ``path`` against ``expected`` and record its full sha256 in ``<file>.sha256``.
+
+    ``expected`` is the full digest or the prefix its publisher pins. An
+    existing record must match the file (a file changed since it was recorded
+    is refused, not re-recorded). :func:`fetch_weights` calls this; call it
+    yourself for a registered file kept outside the cache.
+
+    Returns
+    -------
+    str
+        The full sha256 of the file.
+    """
+    path = Path(path)
+    digest = verify_sha256(path, expected)
+    recorded = _recorded_sha256(path)
+    if recorded is None:
+        write_text(f"{digest}  {path.name}\n", _record_path(path))
+    elif recorded != digest:
+        raise _changed(path, recorded, digest)
+    return digest
 
 
 def fetch_weights(
@@ -304,13 +406,16 @@ def fetch_weights(
 
     The file is written to a temporary name, its sha256 verified, then renamed
     into place, so an interrupted download never leaves a file that looks valid.
+    Its full sha256 is then recorded in ``<file>.sha256`` (see the module's
+    trust model); a file already in the cache is verified and recorded the same
+    way, and refused if it changed since it was recorded.
     """
     entry = get_weights_entry(name)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / entry.filename
     if target.is_file() and not overwrite:
-        verify_sha256(target, entry.sha256)
+        record_sha256(target, entry.sha256)
         return target
     fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", dir=cache)
     tmp = Path(tmp_name)
@@ -318,8 +423,11 @@ def fetch_weights(
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=60) as resp:
             for block in iter(lambda: resp.read(1 << 20), b""):
                 out.write(block)
-        verify_sha256(tmp, entry.sha256)
+        digest = verify_sha256(tmp, entry.sha256)
+        record = _record_path(target)
+        record.unlink(missing_ok=True)  # the old file's record goes before the file does
         os.replace(tmp, target)
+        write_text(f"{digest}  {target.name}\n", record)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, WeightsError):
@@ -346,32 +454,118 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_state_dict(path: str | os.PathLike, *, sha256: str | None = None) -> dict:
-    """Read a state dict safely from ``path`` (``.safetensors`` or a torch file).
+def _verified_bytes(path: Path, pins: Sequence[str], fix: str) -> tuple[bytes, str]:
+    """Read ``path`` once and check it against every digest known for it.
 
-    Torch files are read with ``torch.load(weights_only=True)``; no pickle code runs.
-    When ``sha256`` is given the file is verified first.
+    ``pins`` are full digests or prefixes; the recorded digest (``<file>.sha256``)
+    is checked when present, and one of them must be a full digest.
     """
-    path = Path(path)
     if not path.is_file():
         raise WeightsError(
             f"Weights file {str(path)!r} does not exist; run `eocausal weights fetch NAME` "
             "or pass the right `weights_path`."
         )
-    if sha256 is not None:
-        verify_sha256(path, sha256)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    pins = [_check_pin(p, path) for p in pins]
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    for pin in pins:
+        if not digest.startswith(pin):
+            raise _mismatch(path, pin, digest)
+    recorded = _recorded_sha256(path)
+    if recorded is not None and recorded != digest:
+        raise _changed(path, recorded, digest)
+    if recorded is None and not any(len(p) == 64 for p in pins):
+        shortest = min((len(p) for p in pins), default=0)
+        raise WeightsError(
+            f"Weights file {str(path)!r}: only a sha256 prefix ({shortest} hex digits) is pinned "
+            f"and no full digest is recorded in {str(_record_path(path))!r}; a prefix is "
+            f"checked at download only. {fix}"
+        )
+    return data, digest
 
-            obj = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except WeightsError:
-        raise
-    except Exception as exc:  # unpickling errors, truncated files, ...
-        raise WeightsError(f"Could not read weights file {str(path)!r} safely: {exc}") from exc
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _unreadable(path: Path, exc: Exception, reason: str | None = None) -> WeightsError:
+    reason = _first_line(str(exc)) if reason is None else reason
+    detail = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    return WeightsError(
+        f"Could not read weights file {str(path)!r}: {detail}; it is truncated or not a "
+        "torch or safetensors weights file."
+    )
+
+
+def _deserialize(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from the verified bytes of a ``.safetensors`` or torch file; no pickle code runs."""
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load as load_safetensors
+        except ImportError:
+            raise WeightsError(
+                f"Reading {str(path)!r} needs the `safetensors` package (pip install "
+                "safetensors; timm depends on it), or save the weights with torch.save."
+            ) from None
+        try:
+            obj = load_safetensors(data)
+        except Exception as exc:  # malformed header, truncated data
+            raise _unreadable(path, exc) from exc
+    else:
+        try:
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            # torch's weights-only unpickler wraps its reason in advice to retry unsafely
+            reason = _first_line(str(exc).split("WeightsUnpickler error:")[-1])
+            if reason.startswith("Unsupported operand"):  # not a pickle torch.save writes
+                raise _unreadable(path, exc, reason) from None
+            raise WeightsError(
+                f"{path} holds pickled Python objects, which eocausal never loads; save a plain "
+                "state_dict (torch.save(model.state_dict(), path)) or a safetensors file"
+            ) from None
+        except Exception as exc:  # truncated archives, files of other formats
+            raise _unreadable(path, exc) from exc
     return _unwrap_state_dict(obj, path)
+
+
+def _load_verified(
+    path: Path, pins: Sequence[str], fix: str
+) -> tuple[dict[str, torch.Tensor], str]:
+    data, digest = _verified_bytes(path, pins, fix)
+    return _deserialize(data, path), digest
+
+
+def load_state_dict(path: str | os.PathLike, *, sha256: str) -> dict[str, torch.Tensor]:
+    """Read a verified state dict from ``path`` (``.safetensors`` or a torch file).
+
+    Parameters
+    ----------
+    path : path
+        Weights file.
+    sha256 : str
+        Its full sha256 (64 hex digits), or a prefix when ``<file>.sha256``
+        records the full digest (see the module's trust model).
+
+    Returns
+    -------
+    dict of str -> Tensor
+
+    Raises
+    ------
+    WeightsError
+        Missing file, a digest that does not match, no full digest known, a
+        file holding pickled Python objects, or a file that is not weights.
+
+    Notes
+    -----
+    The file is read once and the digest computed on the bytes that are then
+    deserialised (peak memory about twice the file size). Torch files go
+    through ``torch.load(weights_only=True)``: no pickle code runs.
+    """
+    path = Path(path)
+    fix = "Pin its full sha256 (64 hex digits, e.g. from `sha256sum`)."
+    return _load_verified(path, [sha256], fix)[0]
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -515,8 +709,10 @@ def build_encoder(
         Number of input bands. Must equal the registered ``in_chans`` for a
         registry name; required for a timm architecture and for ``"mosaiks"``.
     sha256 : str, optional
-        Expected sha256 (full or prefix) of ``weights_path`` for a timm
-        architecture; registry entries carry their own.
+        Full sha256 (64 hex digits) of the weights file. Required for a timm
+        architecture with ``weights_path``; for registered weights it is checked
+        in addition to the registry pin and the recorded digest, and replaces the
+        record that a prefix-only pin needs (see the module's trust model).
     random_weights : bool, default=False
         Build a timm architecture with random weights (tests, benchmarks).
     **kwargs
@@ -531,17 +727,25 @@ def build_encoder(
     Raises
     ------
     WeightsError
-        Missing file, hash mismatch, keys that do not fit the model, or
-        conflicting arguments.
+        Missing file, hash mismatch, no full sha256 known, keys that do not fit
+        the model, or conflicting arguments.
     """
-    import timm  # imported here: the embedding job and MOSAIKS do not need it
-
     if name == "mosaiks":
         from eocausal.encode.mosaiks import MosaiksEncoder
 
         if in_chans is None:
             raise WeightsError("`in_chans` is required for the 'mosaiks' encoder.")
+        if weights_path is not None or sha256 is not None:
+            given = "weights_path" if weights_path is not None else "sha256"
+            raise WeightsError(
+                f"'mosaiks' has no weights file (got {given}="
+                f"{str(weights_path if weights_path is not None else sha256)!r}): its filters are "
+                "drawn from `seed` and whitened on the chips by `fit_whitening`; drop "
+                f"`{given}`, or name a timm architecture or registered weights."
+            )
         return MosaiksEncoder(in_chans, **kwargs)
+
+    import timm  # imported here: the embedding job and MOSAIKS do not need it
 
     if name in _REGISTRY:
         entry = _REGISTRY[name]
@@ -562,8 +766,13 @@ def build_encoder(
                 f"Weights {name!r} not found at {str(path)!r}; run `eocausal weights fetch {name}` "
                 "(or copy the file there) or pass `weights_path`."
             )
-        digest = verify_sha256(path, entry.sha256)
-        state = load_state_dict(path)
+        pins = [entry.sha256] if sha256 is None else [entry.sha256, sha256]
+        fix = (
+            f"Run `eocausal weights fetch {name}` to verify the file against the published "
+            "prefix and record its full sha256, or pin the full sha256 (`sha256`, config field "
+            "`encoder.weights_sha256`)."
+        )
+        state, digest = _load_verified(path, pins, fix)
         model = timm.create_model(
             entry.arch, pretrained=False, in_chans=entry.in_chans, num_classes=0, **kwargs
         )
@@ -595,15 +804,24 @@ def build_encoder(
         raise WeightsError("Give `weights_path` or random_weights=True, not both.")
     if sha256 is not None and weights_path is None:
         raise WeightsError("`sha256` checks a `weights_path`; give the file too.")
+    if weights_path is not None and sha256 is None:
+        raise WeightsError(
+            f"`sha256` is required to load {str(weights_path)!r} into the timm architecture "
+            f"{name!r}: pin the file's full sha256 (64 hex digits, e.g. from `sha256sum "
+            f"{weights_path}`; config field `encoder.weights_sha256`) so that a changed or "
+            "corrupted file is refused, or set random_weights=True for random weights."
+        )
     mean = kwargs.pop("mean", None)
     std = kwargs.pop("std", None)
     model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=0, **kwargs)
     digest = None
     if weights_path is not None:
         path = Path(weights_path)
-        digest = verify_sha256(path, sha256) if sha256 is not None else None
-        state = load_state_dict(path)
-        digest = digest or file_sha256(path)
+        fix = (
+            f"Pin the file's full sha256 (64 hex digits, e.g. from `sha256sum {path}`; config "
+            "field `encoder.weights_sha256`)."
+        )
+        state, digest = _load_verified(path, [sha256], fix)
         _load_into(model, state, path)
     return TimmEncoder(
         model.eval(),

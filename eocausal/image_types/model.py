@@ -316,7 +316,7 @@ class ImageTypeModel(BaseEstimator):
                 "salience needs chip inputs (n, C, H, W); this model was fitted on embeddings, "
                 "which have no pixels. Fit on chips to get salience maps."
             )
-        arr, _ = self._check_new_inputs(images, None)
+        arr, _ = self._check_new_inputs(images, None, with_covariates=False)
         if not isinstance(type_index, Integral) or not 0 <= type_index < self.n_types:
             raise InputDataError(
                 f"`type_index` must be an int in 0..{self.n_types - 1}; got {type_index!r}."
@@ -397,14 +397,17 @@ class ImageTypeModel(BaseEstimator):
         )
 
     # -------------------------------------------------------------- internals
-    def _check_new_inputs(self, images, covariates) -> tuple[np.ndarray, np.ndarray | None]:
+    def _check_new_inputs(self, images, covariates, *, with_covariates: bool = True
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Check new inputs; ``with_covariates=False`` for outputs of the type network alone
+        (probabilities, salience), which do not read the covariates."""
         check_is_fitted(self, "net_")
         return check_new_inputs(
             images,
             covariates,
             input_kind=self.input_kind_,
             input_shape=self.input_shape_,
-            n_covariates=self.n_covariates_,
+            n_covariates=self.n_covariates_ if with_covariates else 0,
         )
 
     def _set_image_scaling(self, scaling: ImageScaling) -> None:

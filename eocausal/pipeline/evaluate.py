@@ -37,6 +37,7 @@ class Evaluation:
     sections: dict[str, Any]
     scale_comparison: Any
     main_rate: Any
+    salience: dict[str, Any] | None = None
 
 
 def _ci_row(d: dict[str, Any]) -> dict[str, Any]:
@@ -247,22 +248,52 @@ def _cate_section(cfg: RunConfig, est: Estimates) -> dict[str, Any]:
     return block
 
 
+#: units shown per image type in the salience figure
+_SALIENCE_UNITS = 3
+
+
+def _chips_of(study: PreparedStudy, ids: np.ndarray, scale: str) -> np.ndarray:
+    """(n, C, H, W) chips of one scale for ``ids`` (first date of a time series), in that order."""
+    from eocausal.imagery import ChipDataset
+
+    dataset = ChipDataset(study.units.subset(ids), study.source, study.spec)
+    chips: dict[str, np.ndarray] = {}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        chip = item["chips"][scale].numpy()
+        chips[str(item["unit_id"])] = chip[0] if chip.ndim == 4 else chip
+    return np.stack([chips[u] for u in ids]).astype(np.float32)
+
+
 def _image_types_section(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, est: Estimates,
-                         log: Log) -> dict[str, Any]:
+                         log: Log) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The image-type model's summary and, on chips, the salience of its most typical units."""
     from eocausal.image_types import ImageTypeModel
 
     it = cfg.image_types
     scale = it.scale or emb.scales[0]
-    log(f"image-type heterogeneity model on the {scale} embeddings ...")
+    log(f"image-type heterogeneity model on the {scale} {it.input} ...")
     units = study.units.subset(est.ids)
     covariates = units.covariates if cfg.features.include_covariates else None
-    types = ImageTypeModel(n_types=it.n_types, hidden=it.hidden, epochs=it.epochs,
+    inputs = _chips_of(study, est.ids, scale) if it.input == "chips" else emb.subset(est.ids).block(scale)
+    model = ImageTypeModel(n_types=it.n_types, hidden=it.hidden, epochs=it.epochs,
                            random_state=cfg.seed).fit(
-        emb.subset(est.ids).block(scale), est.T, est.Y,
+        inputs, est.T, est.Y,
         covariates=covariates.to_numpy(float) if covariates is not None else None,
         sample_weight=est.weights, unit_ids=est.ids,
     )
-    return {"scale": scale, **types.result().to_dict()}
+    section = {"scale": scale, "input": it.input, **model.result().to_dict()}
+    if it.input != "chips":
+        return section, None
+    picks, maps = [], []
+    for k in range(it.n_types):
+        top = np.argsort(-model.type_probabilities_[:, k], kind="stable")[:_SALIENCE_UNITS]
+        picks.append(top)
+        maps.append(np.abs(model.salience(inputs[top], k)).sum(axis=1))
+    section["salience_units"] = [[str(est.ids[i]) for i in top] for top in picks]
+    figure = {"chips": [inputs[top] for top in picks], "salience": maps,
+              "units": section["salience_units"], "band_names": list(study.spec.bands or [])}
+    return section, figure
 
 
 def evaluate_stage(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, est: Estimates, *,
@@ -302,6 +333,8 @@ def evaluate_stage(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, est: E
         },
         "best_linear_projection": blp,
         "debias": debias_block,
-        "image_types": _image_types_section(cfg, study, emb, est, log) if cfg.image_types.enabled else None,
     }
-    return Evaluation(sections, scale_cmp, main_rate)
+    types, salience = (_image_types_section(cfg, study, emb, est, log) if cfg.image_types.enabled
+                       else (None, None))
+    sections["image_types"] = types
+    return Evaluation(sections, scale_cmp, main_rate, salience)

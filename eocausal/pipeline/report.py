@@ -54,7 +54,7 @@ def _provenance(cfg: RunConfig, study: PreparedStudy, stage: EmbeddingStage) -> 
 def _figures(cfg: RunConfig, study: PreparedStudy, stage: EmbeddingStage, est: Estimates | None,
              evaluation: Evaluation | None, map_path: Path | None) -> dict[str, tuple[Path, str]]:
     from eocausal.evaluate import plot_scale_comparison, plot_toc
-    from eocausal.report import plot_cate_distribution, plot_cate_map, save_figure
+    from eocausal.report import plot_cate_distribution, plot_cate_map, plot_salience, save_figure
 
     figures: dict[str, tuple[Path, str]] = {}
     fig_dir = cfg.run_dir / "figures"
@@ -90,6 +90,16 @@ def _figures(cfg: RunConfig, study: PreparedStudy, stage: EmbeddingStage, est: E
             "CATE predicted on a grid over the imagery by the model fitted on the training half "
             "(tabular covariates held at their training means); dots are the study units; blank "
             "cells had too little valid imagery.",
+        )
+    if evaluation is not None and evaluation.salience is not None:
+        sal = evaluation.salience
+        figures["salience"] = (
+            save_figure(plot_salience(sal["chips"], sal["salience"], sal["units"], sal["band_names"]),
+                        fig_dir / "salience.png"),
+            "Image types: for each type, the units the model assigns to it most confidently, their "
+            "chip and the absolute salience (gradient of the type's log-probability with respect to "
+            "the pixels, averaged over Monte Carlo draws, summed over bands). Descriptive: the model "
+            "was fitted on the same units.",
         )
     figures["chips"] = (stage.preview, "Sample chips at every scale.")
     return figures

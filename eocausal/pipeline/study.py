@@ -223,7 +223,7 @@ def build_imagery(cfg: Any, imagery_paths: list[Path]) -> tuple[Any, Any]:
 
 def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
     """Load (or simulate) the units and build the imagery source and chip spec."""
-    from eocausal.units import StudyUnits
+    from eocausal.units import StudyUnits, read_units_table
 
     check_encoder(cfg)
     s = cfg.study
@@ -268,14 +268,7 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
     else:
         units_path = s.units
         description = f"Units from {units_path}."
-    if str(units_path).lower().endswith(".csv"):
-        table = pd.read_csv(units_path, dtype={s.id_col: str})
-    elif str(units_path).lower().endswith((".parquet", ".geoparquet")):
-        table = pd.read_parquet(units_path)
-    else:
-        import geopandas as gpd
-
-        table = gpd.read_file(units_path)
+    table = read_units_table(units_path, id_col=s.id_col)
     covariates = [c for c in s.covariate_cols if c not in set(s.drop_covariates)]
     missing_cols = [c for c in covariates if c not in table.columns]
     if missing_cols:
@@ -296,20 +289,23 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
     if cfg.estimate.design == "panel":
         table, panel = _panel_unit_rows(table, cfg, time_col, units_path)
     geo = cfg.imagery.source != "precut"
-    units = StudyUnits.from_frame(
-        table,
-        id_col=s.id_col,
-        treatment_col=s.treatment_col,
-        outcome_col=(None if panel is not None
-                     else s.outcome_col if cfg.debias is None else cfg.debias.predicted_col),
-        covariate_cols=covariates or None,
-        cluster_col=s.cluster_col,
-        weight_col=s.weight_col,
-        lon_col=s.lon_col if geo else None,
-        lat_col=s.lat_col if geo else None,
-        crs=s.crs if geo else None,
-        image_key_col=s.image_key_col,
-    )
+    try:
+        units = StudyUnits.from_frame(
+            table,
+            id_col=s.id_col,
+            treatment_col=s.treatment_col,
+            outcome_col=(None if panel is not None
+                         else s.outcome_col if cfg.debias is None else cfg.debias.predicted_col),
+            covariate_cols=covariates or None,
+            cluster_col=s.cluster_col,
+            weight_col=s.weight_col,
+            lon_col=s.lon_col if geo else None,
+            lat_col=s.lat_col if geo else None,
+            crs=s.crs if geo else None,
+            image_key_col=s.image_key_col,
+        )
+    except EocausalError as err:
+        raise type(err)(f"{Path(units_path).name}: {err}") from None
     for col in (s.propensity_col, s.true_effect_col):
         if col is not None and col not in table.columns:
             raise ConfigError(f"config field `study`: column {col!r} is not in {units_path}")

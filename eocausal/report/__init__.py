@@ -1,6 +1,6 @@
 """Reports: a self-contained HTML page and the figures of a run."""
 
-from eocausal.report.figures import plot_cate_distribution, plot_cate_map, save_figure
+from eocausal.report.figures import plot_cate_distribution, plot_cate_map, plot_salience, save_figure
 from eocausal.report.html import render_report
 
-__all__ = ["plot_cate_distribution", "plot_cate_map", "render_report", "save_figure"]
+__all__ = ["plot_cate_distribution", "plot_cate_map", "plot_salience", "render_report", "save_figure"]

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from eocausal.atomic import atomic_path  # noqa: E402
 
-__all__ = ["plot_cate_distribution", "plot_cate_map", "save_figure"]
+__all__ = ["plot_cate_distribution", "plot_cate_map", "plot_salience", "save_figure"]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
@@ -88,4 +88,37 @@ def plot_cate_map(
     ax.set_ylabel("northing (m)")
     ax.ticklabel_format(style="plain", useOffset=False)
     ax.tick_params(labelsize=7)
+    return fig
+
+
+def plot_salience(chips: list[np.ndarray], salience: list[np.ndarray], units: list[list[str]],
+                  band_names: list[str]) -> Figure:
+    """Per image type, its most typical units: the chip (RGB or first band) and |salience|.
+
+    ``chips[k]`` has shape (m, C, H, W) and ``salience[k]`` (m, H, W) for type ``k``: the
+    absolute gradient of the type's log-probability with respect to the pixels, summed over
+    bands (:meth:`eocausal.image_types.ImageTypeModel.salience`).
+    """
+    lower = [b.lower() for b in band_names]
+    rgb = [lower.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(lower) else None
+    n_types, m = len(chips), max(len(c) for c in chips)
+    fig, axes = plt.subplots(n_types, 2 * m, figsize=(1.9 * 2 * m, 2.0 * n_types), squeeze=False)
+    for k in range(n_types):
+        for j in range(m):
+            ax_img, ax_sal = axes[k, 2 * j], axes[k, 2 * j + 1]
+            for ax in (ax_img, ax_sal):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if j >= len(chips[k]):
+                ax_img.axis("off")
+                ax_sal.axis("off")
+                continue
+            chip = chips[k][j]
+            img = chip[rgb].transpose(1, 2, 0) if rgb is not None else chip[0]
+            lo, hi = np.percentile(img, [2, 98])
+            ax_img.imshow(np.clip((img - lo) / (hi - lo + 1e-12), 0, 1), cmap=None if rgb else "gray")
+            ax_img.set_title(f"type {k}: {units[k][j]}", fontsize=7)
+            ax_sal.imshow(salience[k][j], cmap="magma")
+            ax_sal.set_title("|salience|", fontsize=7)
+    fig.tight_layout()
     return fig

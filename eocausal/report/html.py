@@ -294,7 +294,7 @@ def render_report(
             "larger effects, beyond what the images show.</p>"
         )
 
-    figs = [figures[k] for k in ("toc", "scales", "cate_hist", "cate_map", "chips") if k in figures]
+    figs = [figures[k] for k in ("toc", "scales", "cate_hist", "cate_map", "salience", "chips") if k in figures]
     if figs:
         parts.append("<h2>Figures</h2><div class='figs'>")
         parts.extend(_figure(Path(p), caption) for p, caption in figs)

@@ -1,4 +1,4 @@
-"""Effect-map grid and GeoTIFF writer."""
+"""The pipeline's in-memory effect-map grid and GeoTIFF writer (eocausal.maps.effect)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,15 @@ from eocausal.maps import grid_over_raster, write_map
 def test_grid_covers_raster_and_round_trips(tmp_path):
     src_path = tmp_path / "r.tif"
     with rasterio.open(
-        src_path, "w", driver="GTiff", height=100, width=200, count=1, dtype="uint8",
-        crs="EPSG:32636", transform=from_origin(500_000, 200_000, 30, 30),
+        src_path,
+        "w",
+        driver="GTiff",
+        height=100,
+        width=200,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32636",
+        transform=from_origin(500_000, 200_000, 30, 30),
     ) as dst:
         dst.write(np.ones((1, 100, 200), dtype="uint8"))
     grid = grid_over_raster(src_path, 4)

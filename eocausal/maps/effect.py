@@ -1,9 +1,11 @@
-"""Effect maps: a regular grid of points over the imagery, predictions on it, a GeoTIFF out.
+"""Effect maps of the pipeline: an n x n grid of points over one raster, a small GeoTIFF out.
 
 The grid's points are treated as study units without treatment or outcome:
 they go through the same chips, encoder and feature transform as the units,
 and a fitted CATE model predicts the effect at each. Cells whose chips were
-excluded (nodata, clouds) are NaN in the map, never filled in.
+excluded (nodata, clouds) are NaN in the map, never filled in. The grid is held
+in memory; region-wide maps go through :class:`~eocausal.maps.RegionGrid` and
+:func:`~eocausal.maps.run_map_job` instead.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pandas as pd
 import rasterio
 from pyproj import Transformer
 from rasterio.transform import Affine, from_origin
+
+from eocausal.atomic import atomic_path
 
 __all__ = ["MapGrid", "grid_over_raster", "write_map"]
 
@@ -75,7 +79,9 @@ def grid_over_raster(path: str | os.PathLike, n: int, *, margin: float = 0.0) ->
     lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
     points = pd.DataFrame(
         {
-            "unit_id": [f"g{r:03d}_{c:03d}" for r, c in zip(rows.ravel(), cols.ravel(), strict=True)],
+            "unit_id": [
+                f"g{r:03d}_{c:03d}" for r, c in zip(rows.ravel(), cols.ravel(), strict=True)
+            ],
             "x": x,
             "y": y,
             "lon": lon,
@@ -93,25 +99,25 @@ def write_map(
 ) -> Path:
     """Write a (rows, cols) float array as a single-band float32 GeoTIFF (NaN = nodata), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     values = np.asarray(values, dtype=np.float32)
     if values.shape != grid.shape:
         raise ValueError(f"map values have shape {values.shape}; the grid is {grid.shape}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    with rasterio.open(
-        tmp,
-        "w",
-        driver="GTiff",
-        height=grid.shape[0],
-        width=grid.shape[1],
-        count=1,
-        dtype="float32",
-        crs=grid.crs,
-        transform=grid.transform,
-        nodata=np.nan,
-        compress="deflate",
-    ) as dst:
+    with (
+        atomic_path(path) as tmp,
+        rasterio.open(
+            tmp,
+            "w",
+            driver="GTiff",
+            height=grid.shape[0],
+            width=grid.shape[1],
+            count=1,
+            dtype="float32",
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=np.nan,
+            compress="deflate",
+        ) as dst,
+    ):
         dst.write(values, 1)
         dst.set_band_description(1, description)
-    tmp.replace(path)
     return path
