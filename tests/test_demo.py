@@ -19,7 +19,10 @@ PINNED_ATE = {
     "difference in means": (1.0575437134, 0.1726424087),
     "truth (mean of tau_true)": (1.0231767547, None),
 }
-PINNED_RATE = {"1km": (1.1872818612, 0.2113940236), "6km": (0.9544610652, 0.1905936665),
+# 1km re-pinned (was 1.1872818612, 0.2113940236; gain 0.1315123578, 0.1002978361) when the MOSAIKS
+# whitening became streamed in batches with its ridge from a float64 variance (bounded memory at
+# large chips): the filters moved in the last float32 bits and so did the 1 km forest's splits.
+PINNED_RATE = {"1km": (1.1704760681, 0.2001354694), "6km": (0.9544610652, 0.1905936665),
                "1km+6km": (1.318794219, 0.1691679789)}
 
 
@@ -44,7 +47,7 @@ def test_demo_numbers_are_pinned(demo):
         assert table[combo]["estimate"] == pytest.approx(estimate, **approx), combo
         assert table[combo]["std_err"] == pytest.approx(se, **approx), combo
     gain = demo["rate"]["multiscale_gain"]
-    assert (gain["estimate"], gain["std_err"]) == pytest.approx((0.1315123578, 0.1002978361), **approx)
+    assert (gain["estimate"], gain["std_err"]) == pytest.approx((0.1483181509, 0.0994983159), **approx)
     assert demo["cate"]["corr_with_true_tau_held_out"] == pytest.approx(0.9110035859, **approx)
     calib = [r["estimate"] for r in demo["calibration"]["rows"]]
     assert calib == pytest.approx([0.7866671445, 1.980130622], **approx)

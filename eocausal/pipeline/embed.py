@@ -21,6 +21,9 @@ from eocausal.pipeline.study import Log, PreparedStudy, _nolog, prepare_study
 
 __all__ = ["EmbeddingStage", "build_encoder", "embed_stage", "run_chips", "run_embed"]
 
+#: units whose chips whiten the MOSAIKS filters
+_WHITENING_UNITS = 128
+
 #: encoder settings that change how the job runs, not the vectors it writes
 _RUNTIME_FIELDS = ("batch_size", "num_workers", "accelerator", "devices", "num_nodes", "strategy", "cache_dir")
 
@@ -167,26 +170,29 @@ def build_encoder(cfg: RunConfig, dataset):
                              sha256=e.weights_sha256)
     encoder = MosaiksEncoder(in_chans, n_features=e.n_features, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(dataset))
-    sample = []
-    for i in order:
-        item = dataset[int(i)]
-        if not item["excluded"]:
-            sample.append(item)
-        if len(sample) == 128:
+    sample = []  # indices of up to 128 units with valid chips, in a seeded random order
+    for i in rng.permutation(len(dataset)):
+        if not dataset[int(i)]["excluded"]:
+            sample.append(int(i))
+        if len(sample) == _WHITENING_UNITS:
             break
     if not sample:
         raise EocausalError("no unit has a valid chip; see the exclusion table for the reasons")
-    # one encoder serves every scale; whiten on the scales of the largest output size
+    # one encoder serves every scale; whiten on the scales of the largest output size, streamed
+    # in batches (scale by scale, units in the sampled order) so memory is bounded by a batch
     size = max(sc.out_px for sc in dataset.spec.scales)
-    chips = torch.cat(
-        [
-            torch.stack([it["chips"][sc.name] for it in sample]).flatten(0, -4)
-            for sc in dataset.spec.scales
-            if sc.out_px == size
-        ]
-    )
-    return encoder.fit_whitening(chips, eps=1e-2 * float(chips.var()))
+    scales = [sc.name for sc in dataset.spec.scales if sc.out_px == size]
+
+    def batches():
+        for name in scales:
+            for start in range(0, len(sample), e.batch_size):
+                chunk = [dataset[i]["chips"][name] for i in sample[start:start + e.batch_size]]
+                yield torch.stack(chunk).flatten(0, -4)
+
+    first = dataset[sample[0]]["chips"][scales[0]]
+    n_dates = first.shape[0] if first.ndim == 4 else 1
+    return encoder.fit_whitening(batches(), n_chips=len(scales) * len(sample) * n_dates,
+                                 eps=1e-2, relative_eps=True)
 
 
 def run_embed(cfg: RunConfig, dataset=None, *, out_dir: Path | None = None, encoder=None,
