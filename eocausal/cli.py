@@ -115,18 +115,27 @@ def demo(
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Output folder (default runs/STUDY).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated study and every model.")] = 0,
     study: Annotated[
-        str, typer.Option(help="Built-in study: 'trial' (randomized trial, CATE and RATE) or 'panel' "
-                          "(programme placement over several periods, TWFE and IPW).")
+        str, typer.Option(help="Built-in study: 'trial' (randomized trial, CATE and RATE), 'panel' "
+                          "(programme placement over several periods, TWFE and IPW) or 'wealth' "
+                          "(a wealth map, then many trials that use it as their outcome).")
     ] = "trial",
     quiet: QuietOpt = False,
 ) -> None:
     """Run the whole pipeline on a built-in simulated study and write a report."""
     from eocausal.pipeline import run_pipeline
 
-    files = {"trial": "demo.yaml", "panel": "panel.yaml"}
+    files = {"trial": "demo.yaml", "panel": "panel.yaml", "wealth": None}
     if study not in files:
         raise EocausalError(f"--study must be one of {sorted(files)}; got {study!r}")
     run_dir = run_dir or Path("runs") / ("demo" if study == "trial" else study)
+    if study == "wealth":
+        from eocausal.pipeline.wealth_demo import run_wealth_demo
+
+        summary = run_wealth_demo(run_dir, seed=seed, log=_log(quiet), progress=not quiet)
+        for key, value in summary.items():
+            console.print(f"  {key:<28} {_num(value, '.3f') if isinstance(value, float) else value}")
+        typer.echo(str(run_dir.resolve() / "trials" / "report.html"))
+        return
     path = resources.files("eocausal") / "configs" / files[study]
     with resources.as_file(path) as cfg_path:
         cfg = load_config(cfg_path, overrides={"run_dir": str(run_dir.resolve()), "seed": seed})
@@ -202,6 +211,50 @@ def evaluate(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = Fal
                           reuse_embeddings=True)
     _summary(result.results)
     typer.echo(str(result.report_path))
+
+
+@app.command("fit-outcome")
+def fit_outcome(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False) -> None:
+    """Fit the outcome model of CONFIG on its labelled locations (spatially blocked cross-fitting).
+
+    Writes outcome/ in the run folder: the model, out-of-fold predictions, metrics per fold
+    (R², RMSE, slope of prediction on truth) and the held-out calibration pairs.
+    """
+    from eocausal.config import load_map_config
+    from eocausal.pipeline.outcome_map import fit_outcome_stage
+
+    cfg = load_map_config(config, overrides={"run_dir": str(run_dir)} if run_dir else None)
+    fit_outcome_stage(cfg, log=_log(quiet), progress=not quiet)
+    metrics = cfg.run_dir / "outcome" / "metrics.csv"
+    console.print(metrics.read_text().strip())
+    typer.echo(str(metrics))
+
+
+@app.command("map")
+def map_(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False) -> None:
+    """Map the outcome of CONFIG over its `region`, tile by tile, into a Cloud-Optimized GeoTIFF.
+
+    Resumable: a rerun after an interruption predicts only the missing tiles. Writes the map
+    artifact (COG, calibration pairs, metadata) that `eocausal trials` reads.
+    """
+    from eocausal.config import load_map_config
+    from eocausal.pipeline.outcome_map import map_stage
+
+    cfg = load_map_config(config, overrides={"run_dir": str(run_dir)} if run_dir else None)
+    artifact = map_stage(cfg, log=_log(quiet), progress=not quiet)
+    typer.echo(str(artifact.cog_path))
+
+
+@app.command()
+def trials(config: ConfigArg, run_dir: RunDirOpt = None, quiet: QuietOpt = False) -> None:
+    """Run every trial of CONFIG against one map: naive and corrected ATEs in one table."""
+    from eocausal.config import load_trials_config
+    from eocausal.pipeline.trials import trials_stage
+
+    cfg = load_trials_config(config, overrides={"run_dir": str(run_dir)} if run_dir else None)
+    result = trials_stage(cfg, log=_log(quiet))
+    console.print(result.table.round(3).to_string(index=False))
+    typer.echo(str(cfg.run_dir / "trials.csv"))
 
 
 @weights_app.command("list")
