@@ -47,7 +47,7 @@ from eocausal.pipeline.evaluate import evaluate_stage
 from eocausal.pipeline.folder import mark_complete, mark_failed, mark_running, read_results, run_status
 from eocausal.pipeline.panel import panel_stage
 from eocausal.pipeline.report import report_stage
-from eocausal.pipeline.study import Log, PreparedStudy, _nolog, prepare_study, single_arm_warning_once
+from eocausal.pipeline.study import Log, PreparedStudy, _nolog, check_split, prepare_study, single_arm_warning_once
 
 __all__ = [
     "Estimates",
@@ -130,6 +130,10 @@ def _start(cfg: RunConfig, log: Log) -> PreparedStudy:
     study = prepare_study(cfg, log=log)
     if study.units.treatment is None or (study.units.outcome is None and study.panel is None):
         raise ConfigError("config field `study`: effects need `treatment_col` and `outcome_col`")
+    if study.panel is None:  # the honest split must leave both halves enough units (checked again later)
+        clusters = study.units.clusters
+        check_split(cfg, study.units.treatment.astype(int),
+                    None if clusters is None else np.asarray(clusters).astype(str))
     mark_running(cfg.run_dir)
     write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False), cfg.run_dir / "config.yaml")
     return study

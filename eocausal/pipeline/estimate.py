@@ -30,10 +30,10 @@ import pandas as pd
 from eocausal.atomic import atomic_path, write_json
 from eocausal.config import RunConfig
 from eocausal.embeddings import Embeddings
-from eocausal.errors import ConfigError, EocausalError
+from eocausal.errors import EocausalError
 from eocausal.pipeline.correction import run_debias
 from eocausal.pipeline.folder import file_fingerprint, fingerprint, is_current, write_manifest
-from eocausal.pipeline.study import Log, PreparedStudy, _nolog
+from eocausal.pipeline.study import Log, PreparedStudy, _nolog, check_split
 
 __all__ = ["Estimates", "estimate_stage", "load_estimates", "make_learner", "refit_run_model"]
 
@@ -186,30 +186,6 @@ def _scale_embeddings(cfg: RunConfig, emb: Embeddings) -> Embeddings:
     return emb if f.scales is None else Embeddings(emb.unit_ids, {s: emb.block(s) for s in f.scales}, emb.metadata)
 
 
-def _check_split(cfg: RunConfig, T: np.ndarray, clusters: np.ndarray | None) -> None:
-    """Both halves of the honest split must hold enough units (clusters) for the models and RATE."""
-    from eocausal.evaluate import HonestSplit
-    from eocausal.evaluate.rate import MIN_CLUSTERS
-
-    ev, k = cfg.evaluate, cfg.estimate.n_folds
-    what = "units" if clusters is None else "clusters"
-    try:
-        parts = HonestSplit(test_size=ev.test_size, seed=cfg.seed).split(T, clusters)
-    except EocausalError as err:
-        raise ConfigError(f"config field `evaluate.test_size`: {ev.test_size} cannot split these "
-                          f"{what} ({err}); choose a value nearer 0.5") from None
-    for name, idx in zip(("training", "held-out"), parts):
-        groups = idx.size if clusters is None else np.unique(clusters[idx]).size
-        smaller = int(min(T[idx].sum(), idx.size - T[idx].sum()))
-        if groups < max(k, MIN_CLUSTERS) or smaller < k:
-            raise ConfigError(
-                f"config field `evaluate.test_size`: {ev.test_size} leaves {groups} {what} ({smaller} "
-                f"units in the smaller arm) in the {name} half; its models need at least "
-                f"{max(k, MIN_CLUSTERS)} {what} and {k} units per arm (`estimate.n_folds` = {k}, "
-                "RATE's bootstrap 4); choose a test_size nearer 0.5 or lower `estimate.n_folds`"
-            )
-
-
 def estimate_stage(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, embed_key: str, *,
                    log: Log = _nolog) -> Estimates:
     """Fit (or reuse, when the manifest is current) every model of the run."""
@@ -228,7 +204,7 @@ def estimate_stage(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, embed_
     Y = units.outcome.astype(float)
     clusters = None if units.clusters is None else np.asarray(units.clusters).astype(str)
     weights = units.weights
-    _check_split(cfg, T, clusters)
+    check_split(cfg, T, clusters)
 
     X_all = MultiScaleFeatures(scales=f.scales, pca_components=f.pca_components,
                                standardize=f.standardize).fit(emb, covariates).transform(emb, covariates).X

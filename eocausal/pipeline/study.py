@@ -22,7 +22,8 @@ from eocausal.config import RunConfig
 from eocausal.errors import ConfigError, EocausalError
 from eocausal.pipeline.folder import file_fingerprint, fingerprint
 
-__all__ = ["PANEL_TIME_COL", "PreparedStudy", "build_imagery", "check_design", "check_encoder", "prepare_study",
+__all__ = ["PANEL_TIME_COL", "PreparedStudy", "build_imagery", "check_design", "check_encoder", "check_split",
+           "prepare_study",
            "single_arm_warning_once"]
 
 Log = Callable[[str], None]
@@ -115,6 +116,30 @@ _SHARE_Z = 5.0
 def _ids_text(ids: np.ndarray, limit: int = 5) -> str:
     shown = ", ".join(map(str, ids[:limit]))
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def check_split(cfg: RunConfig, T: np.ndarray, clusters: np.ndarray | None) -> None:
+    """Both halves of the honest split must hold enough units (clusters) for the models and RATE."""
+    from eocausal.evaluate import HonestSplit
+    from eocausal.evaluate.rate import MIN_CLUSTERS
+
+    ev, k = cfg.evaluate, cfg.estimate.n_folds
+    what = "units" if clusters is None else "clusters"
+    try:
+        parts = HonestSplit(test_size=ev.test_size, seed=cfg.seed).split(T, clusters)
+    except EocausalError as err:
+        raise ConfigError(f"config field `evaluate.test_size`: {ev.test_size} cannot split these "
+                          f"{what} ({err}); choose a value nearer 0.5") from None
+    for name, idx in zip(("training", "held-out"), parts):
+        groups = idx.size if clusters is None else np.unique(clusters[idx]).size
+        smaller = int(min(T[idx].sum(), idx.size - T[idx].sum()))
+        if groups < max(k, MIN_CLUSTERS) or smaller < k:
+            raise ConfigError(
+                f"config field `evaluate.test_size`: {ev.test_size} leaves {groups} {what} ({smaller} "
+                f"units in the smaller arm) in the {name} half; its models need at least "
+                f"{max(k, MIN_CLUSTERS)} {what} and {k} units per arm (`estimate.n_folds` = {k}, "
+                "RATE's bootstrap 4); choose a test_size nearer 0.5 or lower `estimate.n_folds`"
+            )
 
 
 def check_design(cfg: RunConfig, units: Any, table: pd.DataFrame) -> None:

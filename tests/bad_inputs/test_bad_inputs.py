@@ -225,6 +225,32 @@ CASES: dict[str, tuple[Case, tuple[str, ...]]] = {
     "text_covariate": (_units_case(_row("age", 2, "old")), ("Covariate column 'age'", "rows 2", "'old'")),
     "swapped_lon_lat": (_units_case(_shift_lat), ("'lat'", "look swapped")),
     "bad_crs": (_units_case(lambda t: t, **{"study.crs": "EPSG:999999"}), ("'EPSG:999999'", "not a valid CRS")),
+    # the design, checked against the data before any chip is cut
+    "declared_propensity_inconsistent": (_run()(_set("study.propensity", 0.999)),
+                                         ("`study.propensity`", "0.999", "treated")),
+    "propensity_column_inconsistent": (
+        _units_case(lambda t: t.assign(p=0.999), **{"study.propensity": None, "study.propensity_col": "p"}),
+        ("`study.propensity_col`", "average 0.999"),
+    ),
+    "propensity_column_at_one": (
+        _units_case(lambda t: t.assign(p=t["treated"].astype(float)), **{"study.propensity": None,
+                                                                          "study.propensity_col": "p"}),
+        ("`study.propensity_col`", "outside (0, 1)", "units u0"),
+    ),
+    "all_treated": (_units_case(lambda t: t.assign(treated=1)), ("`study.treatment_col`", "all 60 units", "treated")),
+    "test_size_too_small": (_run()(_set("evaluate.test_size", 0.02)), ("`evaluate.test_size`", "0.02")),
+    "duplicate_feature_scales": (_run()(_set("features.scales", ["s1", "s1"])), ("features.scales repeats", "s1")),
+    "temporal_transformer": (_run()(_set("encoder.temporal", "transformer")), ("`encoder.temporal`", "'transformer'")),
+    # the encoder, checked before any chip is cut
+    "unknown_encoder": (_run()(_set("encoder.name", "vit_nowhere_xyz")), ("`encoder.name`", "vit_nowhere_xyz")),
+    "mosaiks_with_weights": (lambda f, s: ["run", "-q", str(_config(f, s, edit=_set("encoder.weights_path",
+                                                                                 str(s / "units.csv"))))],
+                             ("`encoder.weights_path`", "MOSAIKS")),
+    "timm_without_pinned_sha256": (
+        lambda f, s: ["run", "-q", str(_config(f, s, edit=lambda d: d["encoder"].update(
+            name="test_vit", weights_path=str(s / "units.csv"))))],
+        ("`encoder.weights_sha256`",),
+    ),
 }
 
 
