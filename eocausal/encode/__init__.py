@@ -5,10 +5,13 @@ CPU, one GPU or many nodes, writes resumable per-rank shards and merges them
 into an :class:`~eocausal.embeddings.Embeddings` artifact.
 """
 
-from eocausal.encode.backbones import (
-    TimmEncoder,
+from eocausal.encode.backbones import TimmEncoder, build_encoder
+from eocausal.encode.finetune import FinetuneResult, finetune_crossfit
+from eocausal.encode.job import EmbedResult, embed, merge_shards
+from eocausal.encode.mosaiks import MosaiksEncoder
+from eocausal.encode.temporal import TemporalAttentionPooler, aggregate_dates, temporal_pool
+from eocausal.encode.weights import (
     WeightsEntry,
-    build_encoder,
     default_cache_dir,
     fetch_weights,
     get_weights_entry,
@@ -18,10 +21,6 @@ from eocausal.encode.backbones import (
     register_weights,
     verify_sha256,
 )
-from eocausal.encode.finetune import FinetuneResult, finetune_crossfit
-from eocausal.encode.job import EmbedResult, embed, merge_shards
-from eocausal.encode.mosaiks import MosaiksEncoder
-from eocausal.encode.temporal import TemporalAttentionPooler, aggregate_dates, temporal_pool
 
 __all__ = [
     "EmbedResult",

@@ -28,7 +28,8 @@ from eocausal.estimate.nuisance import (
     default_outcome_model,
     estimate_propensity,
 )
-from eocausal.estimate.panel import PanelEffect, PanelEffects, PanelResult, panel_effects, twfe
+from eocausal.estimate.panel import PanelResult, twfe
+from eocausal.estimate.panel_did import PanelEffect, PanelEffects, panel_effects
 from eocausal.splitting import fold_splits, make_folds, split_units
 from eocausal.validation import check_treatment_outcome
 

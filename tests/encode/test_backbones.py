@@ -12,10 +12,10 @@ import pytest
 import timm
 import torch
 
-from eocausal.encode import backbones
-from eocausal.encode.backbones import (
+from eocausal.encode import weights
+from eocausal.encode.backbones import build_encoder
+from eocausal.encode.weights import (
     WeightsEntry,
-    build_encoder,
     fetch_weights,
     get_weights_entry,
     list_weights,
@@ -63,7 +63,7 @@ def test_entry(saved_vit, monkeypatch):
         url="https://example.invalid/test_vit.pth",
         input_size=32,
     )
-    monkeypatch.setitem(backbones._REGISTRY, entry.name, entry)
+    monkeypatch.setitem(weights._REGISTRY, entry.name, entry)
     return entry
 
 
@@ -105,7 +105,7 @@ def test_timm_arch_with_weights_path_needs_the_full_sha256(saved_vit):
 def test_wrong_hash_is_a_clear_error(saved_vit, test_entry, monkeypatch):
     _, path = saved_vit
     bad = WeightsEntry(**{**test_entry.__dict__, "sha256": "0" * 64})
-    monkeypatch.setitem(backbones._REGISTRY, bad.name, bad)
+    monkeypatch.setitem(weights._REGISTRY, bad.name, bad)
     with pytest.raises(WeightsError, match=r"expected sha256 0{64}, got " + _sha(path)) as err:
         build_encoder("test_vit_random", cache_dir=path.parent, img_size=32)
     assert str(path) in str(err.value)
@@ -242,7 +242,7 @@ def _prefix_only_entry(path, monkeypatch, digits=2):
         url="https://example.invalid/" + path.name,
         input_size=32,
     )
-    monkeypatch.setitem(backbones._REGISTRY, entry.name, entry)
+    monkeypatch.setitem(weights._REGISTRY, entry.name, entry)
     return entry
 
 
