@@ -49,7 +49,6 @@ _EXPORTS: dict[str, str] = {
     "debias_outcome": "eocausal.debias",
     "OutcomeModel": "eocausal.outcome",
     # maps, simulation, configuration, pipeline
-    "grid_over_raster": "eocausal.maps",
     "RegionGrid": "eocausal.maps",
     "run_map_job": "eocausal.maps",
     "MapArtifact": "eocausal.maps",

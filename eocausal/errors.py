@@ -20,6 +20,7 @@ __all__ = [
     "CRSMismatchError",
     "WeightsError",
     "EmbeddingsError",
+    "NothingEmbeddedError",
     "EstimationError",
     "NotFittedError",
     "EocausalWarning",
@@ -70,6 +71,10 @@ class WeightsError(EocausalError, OSError):
 
 class EmbeddingsError(EocausalError, ValueError):
     """Raised when an embeddings artifact is missing, incomplete or inconsistent."""
+
+
+class NothingEmbeddedError(EmbeddingsError):
+    """Raised when every unit of an embedding job was excluded (e.g. a map tile with no valid imagery)."""
 
 
 class EstimationError(EocausalError, RuntimeError):

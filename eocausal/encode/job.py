@@ -30,9 +30,9 @@ Layout of ``out_dir``::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass
@@ -44,40 +44,29 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from eocausal.atomic import remove_stale_temporaries, write_csv, write_json, write_parquet
+from eocausal.atomic import remove_stale_temporaries, write_csv, write_json
 from eocausal.embeddings import Embeddings
+from eocausal.encode.shards import ShardWriter, fresh_rows, merge_shards, prune_stale_rows, read_shards
 from eocausal.encode.fingerprint import InputFingerprints, input_fingerprints, resolve_view
 from eocausal.encode.temporal import aggregate_dates
-from eocausal.errors import EmbeddingsError, EocausalWarning, InputDataError
+from eocausal.errors import EocausalWarning, InputDataError
 
 __all__ = [
     "ChipDataModule",
+    "DataPath",
     "EmbedModule",
     "EmbedResult",
     "ShardWriter",
+    "data_path_for",
     "embed",
     "merge_shards",
 ]
 
-_SHARD_SCHEMA = pa.schema(
-    [
-        ("position", pa.int64()),
-        ("unit_id", pa.string()),
-        ("scale", pa.string()),
-        ("embedding", pa.list_(pa.float32())),
-        ("excluded", pa.bool_()),
-        ("reason", pa.string()),
-        ("fingerprint", pa.string()),
-    ]
-)
 _MANIFEST_VERSION = 2
 _TEMPORAL = ("mean", "concat")
 
@@ -113,6 +102,66 @@ class EmbedResult:
         }
 
 
+@dataclass(frozen=True)
+class DataPath:
+    """How chip batches travel from the loader to the encoder.
+
+    Attributes
+    ----------
+    pin_memory : bool
+        Batches are collated into page-locked host memory, from which the
+        copy to the device runs asynchronously.
+    persistent_workers : bool
+        The loader's workers are started once and kept for the whole job
+        (Lightning shuts them down when ``predict`` ends).
+    channels_last : bool
+        The encoder's 4-D weights and every 4-D chip batch are held in
+        ``torch.channels_last`` (NHWC) memory format, the layout of cuDNN's
+        fastest bf16 convolutions (a ViT's patch embedding is a convolution).
+    non_blocking : bool
+        Chips and masks are copied to the device with ``non_blocking=True``.
+    """
+
+    pin_memory: bool
+    persistent_workers: bool
+    channels_last: bool
+    non_blocking: bool
+
+
+def data_path_for(device_type: str, num_workers: int) -> DataPath:
+    """The data path for the device the job runs on: every GPU setting on CUDA, none elsewhere.
+
+    Parameters
+    ----------
+    device_type : str
+        ``torch.device.type`` of the Trainer's root device (``"cuda"``, ``"cpu"``, ``"mps"``, ...).
+    num_workers : int
+        DataLoader workers; workers persist only when there are some.
+
+    Returns
+    -------
+    DataPath
+        On ``"cuda"``: pinned memory, non-blocking copies, channels-last
+        chips and weights, persistent workers when ``num_workers > 0``. On any
+        other device all four are off, so CPU runs are unchanged (MPS copies
+        block: Lightning's rule, pytorch/pytorch#83015).
+
+    Examples
+    --------
+    >>> data_path_for("cuda", 8)
+    DataPath(pin_memory=True, persistent_workers=True, channels_last=True, non_blocking=True)
+    >>> data_path_for("cpu", 8).pin_memory
+    False
+    """
+    on_cuda = device_type == "cuda"
+    return DataPath(
+        pin_memory=on_cuda,
+        persistent_workers=on_cuda and int(num_workers) > 0,
+        channels_last=on_cuda,
+        non_blocking=on_cuda,
+    )
+
+
 class _PositionDataset(Dataset):
     """The items of ``base`` at ``positions``, each tagged with its position."""
 
@@ -141,6 +190,7 @@ class ChipDataModule(L.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
+        persistent_workers: bool = False,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -148,6 +198,7 @@ class ChipDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -156,7 +207,7 @@ class ChipDataModule(L.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=False,
+            persistent_workers=self.persistent_workers,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
 
@@ -178,18 +229,47 @@ class EmbedModule(L.LightningModule):
         Scale names to embed (keys of ``batch["chips"]``).
     temporal : {"mean", "concat"}, default="mean"
         How per-date embeddings are combined when chips have a date axis.
+    data_path : DataPath, optional
+        Memory format and copies (:func:`data_path_for`); default: the CPU's
+        (contiguous NCHW, blocking copies). With ``channels_last`` the
+        encoder's 4-D weights are converted in place.
     """
 
-    def __init__(self, encoder: nn.Module, scales: Sequence[str], temporal: str = "mean") -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        scales: Sequence[str],
+        temporal: str = "mean",
+        data_path: DataPath | None = None,
+    ) -> None:
         super().__init__()
+        self.data_path = data_path or data_path_for("cpu", 0)
         self.encoder = encoder.eval()
         for p in self.encoder.parameters():
             p.requires_grad_(False)
+        if self.data_path.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
         self.scales = list(scales)
         self.temporal = temporal
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(_resize(x, getattr(self.encoder, "input_size", None)))
+        x = _resize(x, getattr(self.encoder, "input_size", None))
+        if self.data_path.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.encoder(x)
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Copy the chips and masks to ``device``; ids, flags and positions stay on the host."""
+        out = dict(batch)
+        for key in ("chips", "masks"):
+            if key in batch:
+                out[key] = {
+                    s: t.to(device, non_blocking=self.data_path.non_blocking)
+                    for s, t in batch[key].items()
+                }
+        return out
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict:
         excluded = batch["excluded"].bool().cpu().numpy()
@@ -214,188 +294,6 @@ class EmbedModule(L.LightningModule):
                     z = self._encode(x).float()
                 out["vectors"][scale] = z.cpu().numpy()
         return out
-
-
-class ShardWriter(BasePredictionWriter):
-    """Writes predictions of each rank to Parquet shards, atomically.
-
-    Parameters
-    ----------
-    shard_dir : path
-        Directory of the shards.
-    shard_batches : int, default=16
-        Batches per shard; smaller means less work lost when a job is killed.
-    fingerprints : sequence of str, optional
-        Input fingerprint of each dataset position, stored with its rows
-        (:func:`~eocausal.encode.fingerprint.input_fingerprints`); rows
-        without one are never reused on resume.
-    """
-
-    def __init__(
-        self,
-        shard_dir: str | os.PathLike,
-        shard_batches: int = 16,
-        *,
-        fingerprints: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__(write_interval="batch")
-        self.shard_dir = Path(shard_dir)
-        self.shard_batches = int(shard_batches)
-        self.fingerprints = None if fingerprints is None else np.asarray(fingerprints, dtype=str)
-        self._run = uuid.uuid4().hex[:8]
-        self._buffer: list[pa.Table] = []
-        self._n_buffered = 0
-        self._counter = 0
-        self._rank = 0
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._rank = trainer.global_rank
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-
-    def _to_table(self, pred: dict[str, Any]) -> pa.Table:
-        pos, uids, excl, reasons = (
-            pred["position"],
-            pred["unit_id"],
-            pred["excluded"],
-            pred["reason"],
-        )
-        cols: dict[str, list] = {n: [] for n in _SHARD_SCHEMA.names}
-        kept = np.flatnonzero(~excl)
-        for scale, block in pred["vectors"].items():
-            for row, i in enumerate(kept):
-                cols["position"].append(int(pos[i]))
-                cols["unit_id"].append(uids[i])
-                cols["scale"].append(scale)
-                cols["embedding"].append(block[row])
-                cols["excluded"].append(False)
-                cols["reason"].append("")
-        for i in np.flatnonzero(excl):
-            cols["position"].append(int(pos[i]))
-            cols["unit_id"].append(uids[i])
-            cols["scale"].append(None)
-            cols["embedding"].append(None)
-            cols["excluded"].append(True)
-            cols["reason"].append(reasons[i] or "excluded by the chip reader")
-        fp = self.fingerprints
-        cols["fingerprint"] = [None if fp is None else str(fp[p]) for p in cols["position"]]
-        return pa.table(cols, schema=_SHARD_SCHEMA)
-
-    def write_on_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        prediction: Any,
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._buffer.append(self._to_table(prediction))
-        self._n_buffered += 1
-        if self._n_buffered >= self.shard_batches:
-            self.flush()
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.flush()
-
-    def flush(self) -> None:
-        """Write the buffered batches as one shard (no-op when empty)."""
-        if not self._buffer:
-            return
-        table = pa.concat_tables(self._buffer)
-        name = f"rank{self._rank:04d}-{self._run}-{self._counter:06d}.parquet"
-        write_parquet(table, self.shard_dir / name)
-        self._counter += 1
-        self._buffer, self._n_buffered = [], 0
-
-
-def _read_shards(shard_dir: Path, columns: list[str] | None = None) -> pa.Table:
-    files = sorted(shard_dir.glob("rank*.parquet")) if shard_dir.is_dir() else []
-    if not files:
-        empty = _SHARD_SCHEMA.empty_table()
-        return empty.select(columns) if columns else empty
-    return pa.concat_tables(
-        [pq.read_table(f, schema=_SHARD_SCHEMA, columns=columns) for f in files]
-    )
-
-
-def _fresh(table: pa.Table, fingerprints: np.ndarray) -> np.ndarray:
-    """Mask of the shard rows whose fingerprint is one of the current ``fingerprints``."""
-    stored = table.column("fingerprint")
-    return pc.fill_null(pc.is_in(stored, value_set=pa.array(fingerprints)), False).to_numpy(
-        zero_copy_only=False
-    )
-
-
-def merge_shards(
-    out_dir: str | os.PathLike,
-    metadata: dict[str, Any] | None = None,
-    *,
-    fingerprints: Sequence[str] | None = None,
-) -> tuple[Embeddings, pd.DataFrame]:
-    """Merge all shards under ``out_dir/shards`` into Embeddings and read-time exclusions.
-
-    Parameters
-    ----------
-    out_dir : path
-        The job's output directory.
-    metadata : dict, optional
-        Provenance stored in the Embeddings.
-    fingerprints : sequence of str, optional
-        Current input fingerprint of each dataset position. When given, only
-        rows with one of them are merged (stale rows are ignored) and rows
-        are ordered by the current positions; otherwise every row is merged,
-        in the order of the positions stored with it.
-
-    Raises
-    ------
-    EmbeddingsError
-        If a (unit, scale) pair appears more than once (shards of different
-        runs mixed), a unit is both embedded and excluded, or a unit lacks a scale.
-    """
-    table = _read_shards(Path(out_dir) / "shards")
-    if fingerprints is not None:
-        fingerprints = np.asarray(fingerprints, dtype=str)
-        table = table.filter(pa.array(_fresh(table, fingerprints)))
-        position_of = pd.Series(np.arange(len(fingerprints), dtype=np.int64), index=fingerprints)
-        current = position_of.loc[table.column("fingerprint").to_numpy(zero_copy_only=False)]
-        table = table.set_column(0, "position", pa.array(current.to_numpy(), type=pa.int64()))
-    # Dataset order, whatever the number of ranks (stable: scales keep their order).
-    table = table.take(pc.sort_indices(table, sort_keys=[("position", "ascending")]))
-    excluded = table.column("excluded").to_numpy(zero_copy_only=False).astype(bool)
-    uid = np.asarray(table.column("unit_id").to_pylist(), dtype=object)
-    exclusions = pd.DataFrame(
-        {
-            "unit_id": uid[excluded].astype(str),
-            "reason": np.asarray(table.column("reason").to_pylist(), dtype=object)[excluded],
-        }
-    )
-    dup = exclusions["unit_id"][exclusions["unit_id"].duplicated()]
-    if len(dup):
-        raise EmbeddingsError(
-            f"Units excluded twice in the shards (first: {dup.head(5).tolist()}); "
-            "shards from different runs were mixed; rerun with resume=False."
-        )
-    both = sorted(set(exclusions["unit_id"]) & set(uid[~excluded].astype(str)))
-    if both:
-        raise EmbeddingsError(
-            f"Units both embedded and excluded in the shards (first: {both[:5]}); "
-            "rerun with resume=False."
-        )
-    emb = table.filter(pa.array(~excluded))
-    if emb.num_rows == 0:
-        raise EmbeddingsError(
-            f"No unit was embedded ({len(exclusions)} excluded); see the exclusions for why."
-        )
-    col = emb.column("embedding").combine_chunks()
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    vectors = [flat[a : a + k] for a, k in zip(starts, lengths, strict=True)]
-    embeddings = Embeddings.from_records(
-        emb.column("unit_id").to_pylist(), emb.column("scale").to_pylist(), vectors, metadata
-    )
-    return embeddings, exclusions
 
 
 def _package_versions() -> dict[str, str]:
@@ -478,6 +376,9 @@ def embed(
     accelerator, devices, num_nodes, strategy : Lightning Trainer settings
         ``"auto"`` uses a GPU when present. For several GPUs or nodes use
         ``strategy="ddp"`` (SLURM: ``--ntasks-per-node=devices``, ``srun``).
+        On CUDA the loader pins memory (and keeps its workers), chips and
+        masks are copied non-blocking and the encoder sees channels-last
+        batches (:func:`data_path_for`); on CPU none of this applies.
     precision : str, optional
         Lightning precision; default ``"bf16-mixed"`` on GPU, ``"32-true"`` on CPU.
     temporal : {"mean", "concat"}, default="mean"
@@ -542,8 +443,8 @@ def embed(
     if not resume and shard_dir.is_dir():
         for f in shard_dir.glob("rank*.parquet"):
             f.unlink(missing_ok=True)
-    stored = _read_shards(shard_dir, ["unit_id", "fingerprint"])
-    fresh = _fresh(stored, fps.items)
+    stored = read_shards(shard_dir, ["unit_id", "fingerprint"])
+    fresh = fresh_rows(stored, fps.items)
     if not fresh.all():
         _warn_stale(out_dir, old, manifest, stored, fresh, fps)
     write_json(manifest, manifest_path, indent=1)
@@ -553,8 +454,10 @@ def embed(
 
     trainer = None
     if len(positions):
+        # Lightning's info banners ("GPU available", tips) are not the user's business
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_to_device`")
         L.seed_everything(seed, workers=True, verbose=False)
-        on_gpu = precision.startswith("bf16") or torch.cuda.is_available()
         writer = ShardWriter(shard_dir, shard_batches, fingerprints=fps.items)
         trainer = L.Trainer(
             accelerator=accelerator,
@@ -570,9 +473,15 @@ def embed(
             inference_mode=True,
             default_root_dir=str(out_dir),
         )
-        module = EmbedModule(encoder, scales, temporal)
+        feed = data_path_for(trainer.strategy.root_device.type, num_workers)
+        module = EmbedModule(encoder, scales, temporal, feed)
         data = ChipDataModule(
-            dataset, positions, batch_size=batch_size, num_workers=num_workers, pin_memory=on_gpu
+            dataset,
+            positions,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=feed.pin_memory,
+            persistent_workers=feed.persistent_workers,
         )
         trainer.predict(module, datamodule=data, return_predictions=False)
         trainer.strategy.barrier()
@@ -600,7 +509,7 @@ def embed(
     if trainer is not None:
         trainer.strategy.barrier()  # every rank has merged before rank 0 prunes the shards
     if trainer is None or trainer.global_rank == 0:
-        _prune_stale_rows(shard_dir, fps.items)
+        prune_stale_rows(shard_dir, fps.items)
         embeddings.save(out_dir / "embeddings.parquet")
         write_csv(exclusions, out_dir / "exclusions.csv")
     return EmbedResult(embeddings, exclusions.reset_index(drop=True), out_dir)
@@ -632,20 +541,6 @@ def _warn_stale(
         EocausalWarning,
         stacklevel=3,
     )
-
-
-def _prune_stale_rows(shard_dir: Path, fingerprints: np.ndarray) -> None:
-    """Rewrite (atomically) or delete the shards that hold rows of stale fingerprints."""
-    files = sorted(shard_dir.glob("rank*.parquet")) if shard_dir.is_dir() else []
-    for f in files:
-        table = pq.read_table(f, schema=_SHARD_SCHEMA)
-        keep = _fresh(table, fingerprints)
-        if keep.all():
-            continue
-        if keep.any():
-            write_parquet(table.filter(pa.array(keep)), f)
-        else:
-            f.unlink(missing_ok=True)
 
 
 def _unit_points(dataset: Dataset, unit_ids: np.ndarray) -> tuple[np.ndarray | None, Any]:

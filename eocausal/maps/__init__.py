@@ -21,13 +21,11 @@ Typical use (a wealth map at 1 km, then sampled at trial locations)::
 Modules: :mod:`~eocausal.maps.grid` (grids and tiles), :mod:`~eocausal.maps.job`
 (the map job), :mod:`~eocausal.maps.cog` (COG assembly), :mod:`~eocausal.maps.support`
 (out-of-support flags), :mod:`~eocausal.maps.sample` (sampling at points),
-:mod:`~eocausal.maps.artifact` (the map artifact), :mod:`~eocausal.maps.effect`
-(the pipeline's small in-memory effect map). No module imports torch.
+:mod:`~eocausal.maps.artifact` (the map artifact). No module imports torch.
 """
 
 from eocausal.maps.artifact import MapArtifact
 from eocausal.maps.cog import Band
-from eocausal.maps.effect import MapGrid, grid_over_raster, write_map
 from eocausal.maps.grid import RegionGrid, Tile, utm_crs
 from eocausal.maps.job import run_map_job
 from eocausal.maps.sample import sample_map
@@ -36,13 +34,10 @@ from eocausal.maps.support import support_flags
 __all__ = [
     "Band",
     "MapArtifact",
-    "MapGrid",
     "RegionGrid",
     "Tile",
-    "grid_over_raster",
     "run_map_job",
     "sample_map",
     "support_flags",
     "utm_crs",
-    "write_map",
 ]

@@ -297,6 +297,7 @@ def refit_run_model(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, est: 
 
     if est.run_model is not None:
         return est.run_model
+    emb = emb.subset(est.ids)  # the artifact's unit order, whatever order ``emb`` came in
     units, covariates, _, _ = _analysis_inputs(cfg, study, emb)
     known = float(cfg.study.propensity) if cfg.study.propensity is not None else est.propensity
     f = cfg.features

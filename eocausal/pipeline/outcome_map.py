@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from eocausal.atomic import write_csv, write_json
-from eocausal.errors import ConfigError
+from eocausal.errors import ConfigError, NothingEmbeddedError
 from eocausal.pipeline.embed import build_encoder, embed_stage, run_embed
 from eocausal.pipeline.folder import (
     file_fingerprint,
@@ -189,8 +189,11 @@ def map_stage(cfg: Any, *, log: Log = _nolog, progress: bool = True):
             return {"prediction": prediction, "valid": valid, "out_of_support": outside}
         cells = StudyUnits.from_frame(points, id_col="unit_id", lon_col="lon", lat_col="lat", crs="EPSG:4326")
         dataset = ChipDataset(cells, study.source, study.spec)
-        res, _ = run_embed(cfg, dataset, out_dir=out / "work" / f"embeddings_{tile.row_off}_{tile.col_off}",
-                           encoder=encoder, progress=False)
+        try:
+            res, _ = run_embed(cfg, dataset, out_dir=out / "work" / f"embeddings_{tile.row_off}_{tile.col_off}",
+                               encoder=encoder, progress=False)
+        except NothingEmbeddedError:  # every cell of the tile lacks valid imagery: valid 0, NaN elsewhere
+            return {"prediction": prediction, "valid": valid, "out_of_support": outside}
         emb = res.embeddings
         if emb.n_units:
             X = fitted.features.transform(emb).X

@@ -21,6 +21,8 @@ from encode_toydata import ToyChips
 
 from eocausal.embeddings import Embeddings
 from eocausal.encode import MosaiksEncoder, build_encoder, embed, merge_shards
+from eocausal.encode import job as job_module
+from eocausal.encode.job import EmbedModule, data_path_for
 from eocausal.errors import EmbeddingsError, EocausalWarning, InputDataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -521,3 +523,124 @@ def test_changed_precut_image_re_embeds_only_its_units(tmp_path):
     assert b"geo" not in meta and json.loads(meta[b"eocausal"])["geometry"] == "none"
     assert "geometry" not in pq.read_schema(out / "embeddings.parquet").names
     assert Embeddings.load(out / "embeddings.parquet").coords is None
+
+
+# ---------------------------------------------------------------- the data path on CUDA
+
+
+def test_data_path_is_chosen_for_cuda_and_not_for_other_devices():
+    on = data_path_for("cuda", 4)
+    assert (on.pin_memory, on.persistent_workers, on.channels_last, on.non_blocking) == (
+        True,
+        True,
+        True,
+        True,
+    )
+    assert data_path_for("cuda", 0).persistent_workers is False  # no workers to keep
+    for device in ("cpu", "mps"):
+        off = data_path_for(device, 4)
+        assert not (off.pin_memory or off.persistent_workers or off.channels_last)
+        assert not off.non_blocking
+
+
+class _Recorder:
+    """Stands in for a tensor and records how it is copied."""
+
+    def __init__(self):
+        self.calls = []
+
+    def to(self, device, **kwargs):
+        self.calls.append((str(device), kwargs))
+        return self
+
+
+def test_transfer_copies_chips_and_masks_non_blocking_on_cuda_only():
+    enc = MosaiksEncoder(3, n_features=4)
+    for device_type, want in (("cuda", True), ("cpu", False)):
+        module = EmbedModule(enc, ["s"], data_path=data_path_for(device_type, 0))
+        chips, masks, flags = _Recorder(), _Recorder(), _Recorder()
+        batch = {"chips": {"s": chips}, "masks": {"s": masks}, "excluded": flags, "unit_id": ["a"]}
+        out = module.transfer_batch_to_device(batch, torch.device("cpu"), 0)
+        assert chips.calls == masks.calls == [("cpu", {"non_blocking": want})]
+        assert flags.calls == [] and out["excluded"] is flags  # host-side metadata stays put
+
+
+class _SeesDataPath(L.Callback):
+    """Records the loader's settings and the layout of the encoder's weights and input."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        loader = trainer.predict_dataloaders
+        conv = pl_module.encoder.model.patch_embed.proj.weight
+        self.seen = {
+            "pin_memory": loader.pin_memory,
+            "persistent_workers": loader.persistent_workers,
+            "weights_channels_last": conv.is_contiguous(memory_format=torch.channels_last),
+            "chips_device": next(iter(batch["chips"].values())).device.type,
+            "excluded_device": batch["excluded"].device.type,
+        }
+
+
+def test_cuda_data_path_gives_the_cpu_embeddings(tmp_path, monkeypatch):
+    """Channels-last weights and chips, persistent workers and the host-side metadata, run on
+    CPU with the settings chosen for CUDA, give the embeddings of the plain CPU path."""
+    ds = ToyChips(7, exclude={2})
+    enc = build_encoder("test_vit", in_chans=3, random_weights=True, img_size=32)
+    plain = _SeesDataPath()
+    cpu = _run(ds, enc, tmp_path / "cpu", batch_size=3, num_workers=1, callbacks=[plain])
+    real = job_module.data_path_for
+    monkeypatch.setattr(job_module, "data_path_for", lambda device, n: real("cuda", n))
+    gpu_like = _SeesDataPath()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pin_memory.*")
+        res = _run(ds, enc, tmp_path / "cuda", batch_size=3, num_workers=1, callbacks=[gpu_like])
+    assert plain.seen == {
+        "pin_memory": False,
+        "persistent_workers": False,
+        "weights_channels_last": False,
+        "chips_device": "cpu",
+        "excluded_device": "cpu",
+    }
+    assert gpu_like.seen["persistent_workers"] and gpu_like.seen["weights_channels_last"]
+    assert gpu_like.seen["pin_memory"]
+    np.testing.assert_array_equal(res.embeddings.unit_ids, cpu.embeddings.unit_ids)
+    for scale in ("small", "large"):
+        np.testing.assert_allclose(
+            res.embeddings.block(scale), cpu.embeddings.block(scale), rtol=1e-5, atol=1e-5
+        )
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_bf16_job_on_cuda_matches_float32_on_cpu(tmp_path):
+    ds = ToyChips(16, exclude={5})
+    enc = build_encoder("vit_small_patch16_224", in_chans=3, random_weights=True, img_size=32)
+    cpu = _run(ds, enc, tmp_path / "cpu", precision="32-true")
+    gpu = _run(ds, enc, tmp_path / "gpu", accelerator="gpu", num_workers=2)
+    assert gpu.embeddings.metadata["precision"] == "bf16-mixed"
+    np.testing.assert_array_equal(gpu.embeddings.unit_ids, cpu.embeddings.unit_ids)
+    for scale in ("small", "large"):
+        a, b = gpu.embeddings.block(scale), cpu.embeddings.block(scale)
+        rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+        # bf16 autocast on CPU gives 0.7 % on this model; 3 % leaves room for other kernels
+        assert rel.max() < 0.03, rel
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_job_pins_memory_and_feeds_channels_last(tmp_path):
+    seen = _SeesDataPath()
+    enc = build_encoder("test_vit", in_chans=3, random_weights=True, img_size=32)
+    _run(ToyChips(6), enc, tmp_path, accelerator="gpu", num_workers=1, callbacks=[seen])
+    assert seen.seen == {
+        "pin_memory": True,
+        "persistent_workers": True,
+        "weights_channels_last": True,
+        "chips_device": "cuda",
+        "excluded_device": "cpu",
+    }
