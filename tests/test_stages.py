@@ -61,14 +61,17 @@ def test_embed_then_evaluate_in_a_fresh_process_reuses_the_embeddings(tmp_path, 
     shutil.copytree(study_files, inputs)
     cfg = _config(tmp_path, inputs)
     run = tmp_path / "run"
-    embedded = _cli("embed", str(cfg), "-q")
+    embedded = _cli("embed", str(cfg))  # not quiet: the progress bar and logs go to stderr
     assert embedded.returncode == 0, embedded.stderr
+    assert embedded.stdout.strip().splitlines() == [str(run / "embeddings" / "embeddings.parquet")]
+    assert "GPU available" not in embedded.stderr and "Tip:" not in embedded.stderr
     shards = _mtimes(run / "embeddings" / "shards", "*.parquet")
     artifact = (run / "embeddings" / "embeddings.parquet").stat().st_mtime_ns
     assert shards
 
-    evaluated = _cli("evaluate", str(cfg), "-q")
+    evaluated = _cli("evaluate", str(cfg))  # not quiet: progress and logs go to stderr
     assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.stdout.strip().splitlines() == [str(run / "report.html")]
     assert _mtimes(run / "embeddings" / "shards", "*.parquet") == shards
     assert (run / "embeddings" / "embeddings.parquet").stat().st_mtime_ns == artifact
     assert json.loads((run / "run_log.json").read_text())["status"] == "complete"

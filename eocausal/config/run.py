@@ -1,20 +1,9 @@
 """The run configuration (``eocausal run``, ``chips``, ``embed``, ``evaluate``), validated by pydantic.
 
-A configuration describes one whole run: the study units, the imagery and
-chip scales, the encoder, the features, the CATE learner, the evaluation and
-the optional debiasing of a predicted outcome. Unknown keys and wrong types
-are rejected with the dotted path of the offending field and the value received
-(at most 80 characters); relative paths, ``run_dir`` included, are resolved against
-the configuration file's folder; input files must exist and ``run_dir`` must be a
-folder that can be written or created. The file itself must be UTF-8 YAML of at
-most 1 MB whose aliases add at most 10,000 values (no "billion laughs").
-
-Example
--------
->>> from eocausal.config import load_config
->>> cfg = load_config("configs/demo.yaml")  # doctest: +SKIP
->>> cfg.imagery.scales[0].name  # doctest: +SKIP
-'1km'
+A configuration describes one whole run: the study units, the imagery and chip scales,
+the encoder, the features, the design and CATE learner, the evaluation and the optional
+debiasing of a predicted outcome. How files are read and errors reported:
+:mod:`eocausal.config.loading`; an example: :mod:`eocausal.config`.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -210,6 +213,15 @@ class ChipDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's progress bar on stderr, so that a command's stdout holds only its result."""
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return Tqdm(desc=self.predict_description, position=2 * self.process_position,
+                    disable=self.is_disabled, leave=True, dynamic_ncols=True, file=sys.stderr,
+                    smoothing=0, bar_format=self.BAR_FORMAT)
 
 
 def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -469,7 +481,7 @@ def embed(
             enable_checkpointing=False,
             enable_model_summary=False,
             enable_progress_bar=progress,
-            callbacks=[writer, *callbacks],
+            callbacks=[writer, *callbacks] + ([StderrProgressBar()] if progress else []),
             inference_mode=True,
             default_root_dir=str(out_dir),
         )
