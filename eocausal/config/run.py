@@ -87,6 +87,17 @@ class EstimateConfig(_Strict):
     n_estimators: Annotated[int, Field(ge=4)] = 400
     min_samples_leaf: Annotated[int, Field(ge=1)] = 10
     n_folds: Annotated[int, Field(ge=2)] = 3
+    backend: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
+
+    @model_validator(mode="after")
+    def _scheduler(self) -> EstimateConfig:
+        if (self.backend == "dask") != (self.scheduler is not None):
+            raise ValueError(
+                "`backend: dask` needs `scheduler` (an address such as 'tcp://10.0.0.1:8786', "
+                "or 'local' for a cluster on this machine), and `scheduler` is used only with it"
+            )
+        return self
 
 
 class EvaluateConfig(_Strict):

@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from eocausal.errors import EstimationError
+from eocausal.estimate.backend import fold_backend
 from eocausal.splitting import fold_splits, make_folds
 from eocausal.validation import (
     check_clusters,
@@ -84,12 +85,15 @@ def _single_threaded(fn):
 
 
 def _map_folds(fn, tasks, n_jobs: int | None):
-    """``[fn(*task) for task in tasks]``, folds in parallel threads, each single-threaded inside.
+    """``[fn(*task) for task in tasks]``, folds in parallel, each single-threaded inside.
 
+    Folds run in threads of this process, or as tasks on the cluster's workers
+    inside :func:`eocausal.estimate.backend.parallel_backend` with ``"dask"``.
     Nested thread pools (OpenMP inside gradient boosting, BLAS) oversubscribe
-    small or busy machines badly; one thread per fold avoids that.
+    small or busy machines badly; one thread per fold avoids that, and keeps the
+    results identical on both backends.
     """
-    return Parallel(n_jobs=n_jobs, backend="threading")(
+    return Parallel(n_jobs=n_jobs, backend=fold_backend())(
         delayed(_single_threaded(fn))(*task) for task in tasks
     )
 
@@ -118,7 +122,8 @@ def crossfit_outcome(
     random_state : int, default=None
         Seed of the default model.
     n_jobs : int, default=None
-        Folds fitted in parallel threads (``-1``: all cores).
+        Folds fitted in parallel (``-1``: all cores, or all Dask workers inside
+        :func:`~eocausal.estimate.backend.parallel_backend`).
 
     Returns
     -------
@@ -220,7 +225,8 @@ def estimate_propensity(
     sample_weight : array-like of shape (n,), default=None
     seed : int, default=None
     n_jobs : int, default=None
-        Outer folds fitted in parallel threads.
+        Outer folds fitted in parallel (threads, or Dask workers inside
+        :func:`~eocausal.estimate.backend.parallel_backend`).
 
     Returns
     -------

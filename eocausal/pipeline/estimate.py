@@ -154,7 +154,7 @@ def estimate_key(cfg: RunConfig, study: PreparedStudy, embed_key: str) -> str:
         "units": study.units_key(),
         "study": cfg.study.model_dump(mode="json", exclude={"units"}),
         "features": cfg.features.model_dump(mode="json"),
-        "estimate": cfg.estimate.model_dump(mode="json"),
+        "estimate": cfg.estimate.model_dump(mode="json", exclude={"backend", "scheduler"}),
         "split": {"test_size": ev.test_size, "compare_scales": ev.compare_scales,
                   "combinations": ev.combinations},
         "debias": None if cfg.debias is None else {
@@ -188,7 +188,19 @@ def _scale_embeddings(cfg: RunConfig, emb: Embeddings) -> Embeddings:
 
 def estimate_stage(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, embed_key: str, *,
                    log: Log = _nolog) -> Estimates:
-    """Fit (or reuse, when the manifest is current) every model of the run."""
+    """Fit (or reuse, when the manifest is current) every model of the run.
+
+    The cross-fitting folds run on ``estimate.backend`` (this machine, or the Dask
+    cluster at ``estimate.scheduler``); the estimates do not depend on it.
+    """
+    from eocausal.estimate.backend import parallel_backend
+
+    with parallel_backend(cfg.estimate.backend, cfg.estimate.scheduler):
+        return _estimate_stage(cfg, study, emb, embed_key, log=log)
+
+
+def _estimate_stage(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, embed_key: str, *,
+                    log: Log = _nolog) -> Estimates:
     from eocausal.estimate import estimate_propensity
     from eocausal.evaluate import HonestSplit, fit_scale_combinations
     from eocausal.features import MultiScaleFeatures
