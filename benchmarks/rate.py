@@ -11,6 +11,7 @@ Examples
 --------
 python benchmarks/rate.py --quick
 python benchmarks/rate.py --n 100000 --n-bootstrap 200 --scaling 1000,10000,100000,1000000
+python benchmarks/rate.py --n 1000000 --n-bootstrap 200 --scaling "" --repeat 3
 python benchmarks/rate.py --size-power --sims 200
 """
 

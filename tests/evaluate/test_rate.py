@@ -8,6 +8,7 @@ import pytest
 from eocausal.errors import InputDataError
 from eocausal.evaluate.rate import (
     DEFAULT_Q,
+    _half_sample,
     compare_priorities,
     rate,
     rate_difference,
@@ -303,7 +304,9 @@ def test_has_not_changed():
     )
 
 
-FROZEN = [0.614509458923652, 0.04821097279478302, 0.1593868693542042, 0.010714039566789473]
+# Standard errors re-frozen when the bootstrap switched from rng.choice to `_half_sample`
+# (same law of the draws, see test_half_samples_are_uniform_subsets; estimates unchanged).
+FROZEN = [0.614509458923652, 0.04600290640394505, 0.1593868693542042, 0.010088147371218626]
 
 
 # ------------------------------------------------------------------ errors
@@ -363,6 +366,58 @@ def test_cluster_minimum_is_grfs_four():
     assert rate(scores[:4], prio[:4], seed=0).n_clusters == 4
     with pytest.raises(InputDataError, match="at least 4 units.*got 3.*more units"):
         rate(scores[:3], prio[:3])
+
+
+@pytest.mark.parametrize("n_clusters", [6, 7])
+def test_half_samples_are_uniform_subsets(n_clusters):
+    """Every subset of floor(C / 2) clusters is equally likely, as with grf's sample()."""
+    from itertools import combinations
+
+    from scipy.stats import chi2
+
+    half = n_clusters // 2
+    index = {c: i for i, c in enumerate(combinations(range(n_clusters), half))}
+    rng = np.random.default_rng(7)
+    counts = np.zeros(len(index))
+    n_draws = 300 * len(index)
+    for _ in range(n_draws):
+        mask = _half_sample(rng, n_clusters, half)
+        counts[index[tuple(np.flatnonzero(mask).tolist())]] += 1
+    expected = n_draws / len(index)
+    statistic = np.sum((counts - expected) ** 2 / expected)
+    assert statistic < chi2.ppf(0.999, len(index) - 1)
+
+
+def test_half_samples_have_exact_size_and_even_inclusion():
+    rng = np.random.default_rng(8)
+    masks = np.array([_half_sample(rng, 10_001, 5_000) for _ in range(400)])
+    assert (masks.sum(axis=1) == 5_000).all()
+    # Each cluster is kept with probability 5000 / 10001; 400 draws give sd 0.025.
+    inclusion = masks.mean(axis=0)
+    assert abs(inclusion.mean() - 5_000 / 10_001) < 1e-12
+    assert np.abs(inclusion - 0.5).max() < 0.15
+
+
+@pytest.mark.parametrize("target", ["AUTOC", "QINI"])
+def test_fast_replicates_equal_general_path(target):
+    """Unit weights without ties use one dot product per replicate; weights of 1 take the
+    general cumulative-sum path on the same draws: the replicates agree to 1e-12."""
+    rng = np.random.default_rng(9)
+    n = 3000
+    x = rng.normal(size=n)
+    scores = np.maximum(x, 0) + rng.normal(size=n)
+    clusters = rng.integers(0, 500, n)
+    fast = rate(scores, x, target=target, n_bootstrap=40, clusters=clusters, seed=4)
+    general = rate(
+        scores,
+        x,
+        target=target,
+        n_bootstrap=40,
+        clusters=clusters,
+        sample_weight=np.ones(n),
+        seed=4,
+    )
+    np.testing.assert_allclose(fast.replicates, general.replicates, rtol=1e-12, atol=1e-12)
 
 
 def test_to_dict_is_json_serialisable():
