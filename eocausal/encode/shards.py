@@ -176,7 +176,8 @@ def merge_shards(
         If a (unit, scale) pair appears more than once (shards of different
         runs mixed), a unit is both embedded and excluded, or a unit lacks a scale.
     """
-    table = read_shards(Path(out_dir) / "shards")
+    shard_dir = Path(out_dir) / "shards"
+    table = read_shards(shard_dir)
     if fingerprints is not None:
         fingerprints = np.asarray(fingerprints, dtype=str)
         table = table.filter(pa.array(fresh_rows(table, fingerprints)))
@@ -197,13 +198,14 @@ def merge_shards(
     if len(dup):
         raise EmbeddingsError(
             f"Units excluded twice in the shards (first: {dup.head(5).tolist()}); "
-            "shards from different runs were mixed; rerun with resume=False."
+            f"shards from different runs were mixed in {str(shard_dir)!r}; delete that folder and "
+            "embed again (`eocausal embed CONFIG`, or `embed(..., resume=False)` from Python)."
         )
     both = sorted(set(exclusions["unit_id"]) & set(uid[~excluded].astype(str)))
     if both:
         raise EmbeddingsError(
-            f"Units both embedded and excluded in the shards (first: {both[:5]}); "
-            "rerun with resume=False."
+            f"Units both embedded and excluded in the shards (first: {both[:5]}); delete "
+            f"{str(shard_dir)!r} and embed again (`eocausal embed CONFIG`, or `embed(..., resume=False)`)."
         )
     emb = table.filter(pa.array(~excluded))
     if emb.num_rows == 0:
