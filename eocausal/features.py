@@ -71,10 +71,11 @@ def align_covariates(covariates: pd.DataFrame, unit_ids: np.ndarray) -> pd.DataF
     if not isinstance(covariates, pd.DataFrame):
         raise InputDataError("`covariates` must be a pandas DataFrame (one row per unit).")
     index = covariates.index.astype(str)
-    if index.is_unique and np.isin(unit_ids, index).all():
-        out = covariates.copy()
-        out.index = index
-        return out.loc[unit_ids]
+    rows = index.get_indexer(np.asarray(unit_ids).astype(str)) if index.is_unique else None
+    if rows is not None and (rows >= 0).all():  # hash lookup: linear in n (np.isin on strings is not)
+        out = covariates.iloc[rows].copy()
+        out.index = index[rows]
+        return out
     if len(covariates) == len(unit_ids):
         return covariates
     raise InputDataError(
