@@ -8,12 +8,12 @@ import pytest
 from eocausal.errors import InputDataError
 from eocausal.evaluate.rate import (
     DEFAULT_Q,
-    _half_sample,
     compare_priorities,
     rate,
     rate_difference,
     rate_shared_draws,
 )
+from eocausal.evaluate.rate_core import _half_sample
 
 # ------------------------------------------------------------ brute force
 
