@@ -91,6 +91,8 @@ def run_pipeline(cfg: RunConfig, *, log: Log = _nolog, progress: bool = True,
     study = _start(cfg, log)
     lap("prepare")
     try:
+        mark_running(cfg.run_dir)
+        write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False), cfg.run_dir / "config.yaml")
         result = _stages(cfg, study, log, progress, reuse_embeddings, lap)
     except BaseException as err:
         mark_failed(cfg.run_dir, err)
@@ -126,7 +128,7 @@ def _stages(cfg: RunConfig, study: PreparedStudy, log: Log, progress: bool, reus
 
 
 def _start(cfg: RunConfig, log: Log) -> PreparedStudy:
-    """Check the units, then mark the folder as running and record the config."""
+    """Check the units and the design before anything is written."""
     study = prepare_study(cfg, log=log)
     if study.units.treatment is None or (study.units.outcome is None and study.panel is None):
         raise ConfigError("config field `study`: effects need `treatment_col` and `outcome_col`")
@@ -134,8 +136,6 @@ def _start(cfg: RunConfig, log: Log) -> PreparedStudy:
         clusters = study.units.clusters
         check_split(cfg, study.units.treatment.astype(int),
                     None if clusters is None else np.asarray(clusters).astype(str))
-    mark_running(cfg.run_dir)
-    write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False), cfg.run_dir / "config.yaml")
     return study
 
 
