@@ -1,4 +1,4 @@
-"""Atomic file writes: write beside the target, then rename over it.
+"""Atomic file writes (write beside the target, then rename over it) and file digests.
 
 A reader (or a rerun after ``kill -9``) sees either the old file or the whole new
 one, never a partial file. Temporary files are named
@@ -12,6 +12,7 @@ through their own methods): every stage may import it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "atomic_path",
+    "file_sha256",
     "json_default",
     "remove_stale_temporaries",
     "write_bytes",
@@ -83,6 +85,15 @@ def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
 def write_text(text: str, path: str | os.PathLike) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return write_bytes(text.encode("utf-8"), path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def json_default(value: Any) -> Any:

@@ -50,12 +50,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from eocausal.atomic import file_sha256
 from eocausal.imagery.chips import ChipDataset
 from eocausal.imagery.sources import GeoSource, PrecutChipSource
 
 __all__ = ["InputFingerprints", "encoder_fingerprint", "input_fingerprints", "resolve_view"]
 
-_CHUNK = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -114,11 +114,7 @@ def _file_sha256(path: str, known: Mapping[str, Mapping[str, Any]]) -> dict[str,
     if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
         sha = old["sha256"]
     else:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-        sha = h.hexdigest()
+        sha = file_sha256(path)
     return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
 
 

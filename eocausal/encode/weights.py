@@ -60,6 +60,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from eocausal.atomic import file_sha256
 from eocausal.atomic import write_text
 from eocausal.errors import WeightsError
 
@@ -285,15 +286,6 @@ def list_weights(cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_pin(expected: str, path: Path) -> str:

@@ -14,7 +14,6 @@ read and no one can execute (no pickle)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eocausal.atomic import file_sha256
 from eocausal.atomic import atomic_path, json_default, write_csv, write_json
 from eocausal.errors import InputDataError
 
@@ -37,14 +37,6 @@ _METADATA = "metadata.json"
 _CALIBRATION = "calibration.csv"
 _COG = "map.tif"
 _REQUIRED = ("predicted", "truth")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_calibration(table: Any, name: str) -> pd.DataFrame:
@@ -159,7 +151,7 @@ class MapArtifact:
             with atomic_path(cog) as tmp:
                 shutil.copyfile(cog_path, tmp)
         calibration = write_csv(table, folder / _CALIBRATION)
-        digest = _sha256(cog)
+        digest = file_sha256(cog)
         record = {
             "format": ARTIFACT_FORMAT,
             "version": _VERSION,
@@ -218,4 +210,4 @@ class MapArtifact:
 
     def verify(self) -> bool:
         """True when the COG's SHA-256 is still the one recorded when the artifact was written."""
-        return _sha256(self.cog_path) == self.cog_sha256
+        return file_sha256(self.cog_path) == self.cog_sha256

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eocausal.atomic import json_default, remove_stale_temporaries, write_json
+from eocausal.atomic import file_sha256, json_default, remove_stale_temporaries, write_json
 from eocausal.errors import EocausalError
 
 __all__ = [
@@ -48,15 +48,6 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_fingerprint(path: str | os.PathLike | None) -> dict[str, Any] | None:
     """What identifies an input file: its content hash, or size and mtime when it is large."""
     if path is None:
@@ -64,7 +55,7 @@ def file_fingerprint(path: str | os.PathLike | None) -> dict[str, Any] | None:
     p = Path(path)
     st = p.stat()
     if st.st_size <= CONTENT_HASH_LIMIT:
-        return {"name": p.name, "sha256": sha256_file(p)}
+        return {"name": p.name, "sha256": file_sha256(p)}
     return {"name": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
