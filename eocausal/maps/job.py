@@ -74,6 +74,10 @@ class _TileStore:
         self.fingerprint = fingerprint
         self._manifest = {"fingerprint": fingerprint, **manifest}
 
+    def finished(self) -> list[Path]:
+        """The saved tiles (``000042.npz``); a temporary being written (``.000042.npz.tmp-…``) is not one."""
+        return sorted(self.tile_dir.glob("[0-9]*.npz"))
+
     def open(self) -> int:
         """Delete stale temporaries and tiles of another fingerprint; return the tiles kept."""
         self.tile_dir.mkdir(parents=True, exist_ok=True)
@@ -86,10 +90,10 @@ class _TileStore:
             except (json.JSONDecodeError, AttributeError):
                 current = None
         if current != self.fingerprint:
-            for f in self.tile_dir.glob("*.npz"):
+            for f in self.finished():
                 f.unlink()
             write_json(self._manifest, self.manifest_path)
-        return len(list(self.tile_dir.glob("*.npz")))
+        return len(self.finished())
 
     def path(self, tile: Tile) -> Path:
         return self.tile_dir / f"{tile.index:06d}.npz"
@@ -107,8 +111,9 @@ class _TileStore:
 
     def remove(self) -> None:
         """Delete the tiles, the manifest and GDAL's folder; the folder too when nothing else is left."""
-        for f in self.tile_dir.glob("*.npz"):
+        for f in self.finished():
             f.unlink()
+        remove_stale_temporaries(self.tile_dir)
         shutil.rmtree(self.gdal_tmp, ignore_errors=True)
         self.manifest_path.unlink(missing_ok=True)
         for folder in (self.tile_dir, self.root):
