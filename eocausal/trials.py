@@ -7,8 +7,10 @@ units, estimates the Hajek IPW ATE (the difference in means for a
 Bernoulli(0.5) trial) on the raw predictions (naive, attenuated by the map's
 shrinkage) and on the predictions corrected with the calibration split the
 map carries (:func:`eocausal.debias.debiased_ate`), with standard errors that
-include the correction's own uncertainty. Units the map does not cover are
-reported by id, never dropped silently.
+include the correction's own uncertainty. With a baseline map (the same model
+applied to imagery from before the trials) the outcome is the change of the
+map at each unit, which removes the map's persistent error from both arms.
+Units the map does not cover are reported by id, never dropped silently.
 
 Never imports torch.
 """
@@ -194,6 +196,8 @@ class TrialsResult:
         The map sampled.
     n_calibration : int
         Calibration pairs the corrections were fitted on.
+    baseline_path : Path or None
+        The baseline map whose values were subtracted (the outcome is the change), if any.
     """
 
     table: pd.DataFrame
@@ -201,11 +205,14 @@ class TrialsResult:
     details: dict[str, DebiasedATE] = field(default_factory=dict)
     map_path: Path | None = None
     n_calibration: int = 0
+    baseline_path: Path | None = None
 
     def to_dict(self) -> dict:
-        """JSON-serialisable dict: ``map``, ``n_calibration``, ``trials``, ``missing``, ``details``."""
+        """JSON-serialisable dict: ``map``, ``baseline_map``, ``n_calibration``, ``trials``,
+        ``missing``, ``details``."""
         return {
             "map": None if self.map_path is None else str(self.map_path),
+            "baseline_map": None if self.baseline_path is None else str(self.baseline_path),
             "n_calibration": self.n_calibration,
             "trials": json.loads(self.table.to_json(orient="records")),
             "missing": json.loads(self.missing.to_json(orient="records")),
@@ -219,6 +226,7 @@ def run_trials(
     *,
     method: str = "linear",
     radius_m: float | None = None,
+    baseline: MapArtifact | None = None,
     band: int | str = 1,
     n_bootstrap: int = 200,
     alpha: float = 0.05,
@@ -240,6 +248,11 @@ def run_trials(
     radius_m : float, default=None
         Sample the cell holding each unit (None) or the mean of the valid
         cells within this many metres (:func:`eocausal.maps.sample_map`).
+    baseline : MapArtifact, default=None
+        The same model's map of imagery from before the trials (``eocausal map``
+        with ``region.imagery``). Each unit's outcome is then the change
+        :math:`\\hat Y_i - \\hat Y^{(0)}_i`, sampled the same way; needs
+        ``method="linear"``. The calibration pairs stay those of ``artifact``.
     band : int or str, default=1
         The band of the map holding the prediction.
     n_bootstrap : int, default=200
@@ -286,6 +299,17 @@ def run_trials(
     map shrinks as :math:`\\hat Y = m + kY + e`, the naive estimate targets
     :math:`k\\tau_t` and the corrected one :math:`\\tau_t`.
 
+    With a baseline map :math:`\\hat Y^{(0)}`, the outcome is the change
+    :math:`\\Delta_i = \\hat Y_i - \\hat Y^{(0)}_i`; if both dates read
+    :math:`\\hat Y = m + kY + e` with the same persistent error :math:`e`
+    (the same landscape seen twice), :math:`\\Delta_i = k(Y_i - Y^{(0)}_i)`
+    plus the error's change, so :math:`\\hat\\tau_t(\\Delta)/\\hat k` targets
+    :math:`\\tau_t` with the variance of :math:`e` gone from both arms
+    (the ANCOVA-like gain of a baseline measurement). The intercept cancels in
+    the contrast: the change is shifted by the mean calibration prediction (a
+    constant) before the linear correction so that its support check reads it
+    on the map's scale.
+
     WARNING: every trial is corrected with the SAME calibration pairs, so the
     corrected estimates share the correction's error and are correlated
     across trials (each ``corrected_se`` includes it, but do not treat the
@@ -302,15 +326,24 @@ def run_trials(
             f"`method` must be one of {allowed}; got {method!r}. Use 'linear' to invert the "
             "calibration slope."
         )
+    if baseline is not None and method != "linear":
+        raise ConfigError(
+            f"a baseline map needs `method: linear` (the intercept cancels in a change only for "
+            f"the linear correction); got {method!r}."
+        )
     cal_p, cal_t = _calibration(artifact)
     rows, missing, details = [], [], {}
     for spec in specs:
         trial = _load(spec)
         pred = sample_map(artifact.cog_path, trial.lon, trial.lat, band=band, radius_m=radius_m)
+        if baseline is not None:
+            before = sample_map(baseline.cog_path, trial.lon, trial.lat, band=band, radius_m=radius_m)
+            pred = pred - before + cal_p.mean()
         gone = ~np.isfinite(pred)
         if gone.any():
             warnings.warn(
                 f"trial {spec.name!r}: {int(gone.sum())} of {gone.size} units have no map value "
+                f"{'on the map or the baseline map ' if baseline is not None else ''}"
                 f"(off the map or nodata) and are left out: {row_names(gone, trial.unit_id)}. "
                 "See TrialsResult.missing for the full list.",
                 ExclusionWarning,
@@ -323,7 +356,8 @@ def run_trials(
                         "unit_id": trial.unit_id[gone],
                         "lon": trial.lon[gone],
                         "lat": trial.lat[gone],
-                        "reason": "no valid map value at the unit",
+                        "reason": "no valid map value at the unit"
+                        + (" (map or baseline map)" if baseline is not None else ""),
                     }
                 )
             )
@@ -372,4 +406,5 @@ def run_trials(
         details=details,
         map_path=Path(artifact.cog_path),
         n_calibration=int(cal_p.size),
+        baseline_path=None if baseline is None else Path(baseline.cog_path),
     )

@@ -67,3 +67,64 @@ def test_fit_outcome_map_and_trials_from_configs(wealth):
     (d / "bad.yaml").write_text(yaml.safe_dump(trials))
     bad = _cli("trials", str(d / "bad.yaml"), "-q")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_same_model_maps_the_baseline_scene_and_trials_use_the_change(wealth):
+    """`region.imagery`: the fitted model on another date. The scenes differ only on treated discs,
+    so the two maps agree bit for bit on every cell whose chips miss all treated discs."""
+    import numpy as np
+    from pyproj import Transformer
+
+    from eocausal.config import parse_map_config, parse_trials_config
+    from eocausal.pipeline.outcome_map import map_stage
+    from eocausal.pipeline.trials import trials_stage
+
+    d, study = wealth
+    base_cfg = {
+        "labels": {"path": str(study.survey_path), "id_col": "cluster_id", "target_col": "wealth",
+                   "true_lon_col": "true_lon", "true_lat_col": "true_lat"},
+        "imagery": {"source": "raster", "paths": [str(study.scene_path)], "recipe": "c2_sr",
+                    "scales": [{"name": "270m", "size_px": 9, "out_px": 9}]},
+        "encoder": {"name": "mosaiks", "n_features": 32},
+        "features": {"pca_components": None},
+        "outcome": {"model": "ridge", "block_km": 3.0, "n_folds": 3},
+    }
+    region = {"footprint": True, "cell_size_m": 300, "tile_cells": 16}
+    end = map_stage(parse_map_config({**base_cfg, "run_dir": str(d / "end"), "region": region}))
+    before = map_stage(parse_map_config({**base_cfg, "run_dir": str(d / "before"),
+                                         "region": {**region, "imagery": [str(study.baseline_scene_path)]}}))
+    assert (d / "end/outcome/model.npz").read_bytes() == (d / "before/outcome/model.npz").read_bytes()
+    assert before.metadata["imagery_of_labels"] is False and "NOT read from this map" in before.metadata[
+        "calibration_note"]
+    with rasterio.open(end.cog_path) as a, rasterio.open(before.cog_path) as b:
+        pa, pb = a.read(1), b.read(1)
+        rows, cols = np.mgrid[0 : a.height, 0 : a.width]
+        x, y = a.transform * (cols + 0.5, rows + 0.5)
+        crs = a.crs
+    units = pd.concat([pd.read_csv(p) for _, p in study.trials])
+    to_map = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+
+    def distance(where):
+        ux, uy = to_map.transform(units.loc[where, "lon"], units.loc[where, "lat"])
+        out = np.full(pa.shape, np.inf)
+        for px, py in zip(ux, uy, strict=True):
+            out = np.minimum(out, np.hypot(x - px, y - py))
+        return out
+
+    units = units.reset_index(drop=True)
+    moved = (units["treated"] == 1) & (units["tau_true"] > 0)
+    far = np.isfinite(pa) & (distance(moved) > 300 + 135 * np.sqrt(2) + 45)  # chips miss every treated disc
+    near = np.isfinite(pa) & (distance(moved & (units["tau_true"] > 0.3)) < 100)
+    assert far.sum() > 100 and near.sum() > 10
+    np.testing.assert_array_equal(pa[far], pb[far])
+    assert (pa[near] != pb[near]).mean() > 0.9  # treatment raised wealth there: the map moved
+    trials = parse_trials_config({
+        "run_dir": str(d / "change_trials"), "map": str(end.metadata_path.parent),
+        "baseline_map": str(before.metadata_path.parent),
+        "trials": [{"name": n, "units": str(p)} for n, p in study.trials]})
+    trials_stage(trials)
+    res = json.loads((d / "change_trials" / "results.json").read_text())
+    assert res["map"]["outcome"].startswith("the change of the map")
+    assert res["map"]["baseline_cog_sha256"] == before.cog_sha256
+    with pytest.raises(Exception, match="linear"):
+        parse_trials_config({**trials.model_dump(mode="json"), "method": "tweedie"})

@@ -166,3 +166,51 @@ def test_invalid_inputs_name_the_problem(synthetic):
                                 calibration=artifact.calibration.rename(columns={"truth": "y"}))
     with pytest.raises(InputDataError, match="truth"):
         run_trials([TrialSpec("x", frame)], bad)
+
+
+def _map_pair(folder, seed=2, n_trials=40, side=60):
+    """Endline and baseline maps of one model: Yhat = M + K Y + e with the SAME persistent error e."""
+    rng = np.random.default_rng(seed)
+    n = side * side
+    per = n // n_trials
+    tau = rng.permutation(np.linspace(0.0, 1.0, n_trials))
+    base = rng.normal(0.0, 1.0, n)
+    treated = (rng.random(n) < 0.5).astype(int)
+    end = base + treated * np.repeat(tau, per)
+    error = rng.normal(0.0, 0.8, n)  # persistent: the same landscape at both dates
+    transform = from_origin(400_000.0, 300_000.0, CELL, CELL)
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 1, "dtype": "float32",
+               "crs": "EPSG:32636", "transform": transform, "nodata": np.nan}
+    cal_truth = rng.normal(0.0, 1.0, 2000)
+    calibration = pd.DataFrame({"predicted": M + K * cal_truth + rng.normal(0.0, 0.8, 2000), "truth": cal_truth})
+    artifacts = {}
+    for name, y in (("end", end), ("base", base)):
+        cog = folder / f"{name}.tif"
+        with rasterio.open(cog, "w", **profile) as dst:
+            dst.write((M + K * y + error).reshape(side, side).astype(np.float32), 1)
+        artifacts[name] = MapArtifact.write(folder / name, cog_path=cog, calibration_table=calibration,
+                                            metadata={"value": name})
+    rows, cols = np.divmod(np.arange(n), side)
+    x, y = transform * (cols + 0.5, rows + 0.5)
+    lon, lat = Transformer.from_crs("EPSG:32636", "EPSG:4326", always_xy=True).transform(x, y)
+    units = pd.DataFrame({"unit_id": [f"u{i}" for i in range(n)], "lon": lon, "lat": lat,
+                          "treated": treated, "trial": np.repeat(np.arange(n_trials), per)})
+    return artifacts, units, tau
+
+
+def test_a_baseline_map_removes_the_persistent_error_and_stays_unbiased(tmp_path):
+    maps, units, tau = _map_pair(tmp_path)
+    specs = [TrialSpec(f"t{t:02d}", frame) for t, frame in units.groupby("trial")]
+    level = run_trials(specs, maps["end"], n_bootstrap=50, seed=0)
+    change = run_trials(specs, maps["end"], baseline=maps["base"], n_bootstrap=50, seed=0)
+    assert change.to_dict()["baseline_map"] == str(maps["base"].cog_path)
+    # the naive change is the difference in means of (endline map - baseline map) = K * tau exactly
+    t = change.table
+    np.testing.assert_allclose(t["naive"], K * tau, atol=2e-6)
+    assert _slope(tau, t["corrected"]) == pytest.approx(1.0, abs=0.05)
+    covered = (t["ci_lower"] <= tau) & (tau <= t["ci_upper"])
+    assert covered.mean() >= 0.9
+    # the level's SE carries Var(K Y_base + e); the change's only the calibration part
+    assert (t["corrected_se"] < 0.5 * level.table["corrected_se"]).all()
+    with pytest.raises(ConfigError, match="linear"):
+        run_trials(specs[:1], maps["end"], baseline=maps["base"], method="tweedie")

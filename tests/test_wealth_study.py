@@ -178,12 +178,27 @@ def test_survey_displacement_obeys_the_dhs_limits(world, study):
     # distances uniform on [0, limit]: means near 1 km (urban, within 4 SE) and 2.5 km (rural)
     assert abs(d[urban].mean() - 1000) < 4 * (2000 / np.sqrt(12)) / np.sqrt(urban.sum())
     assert d[~urban].mean() == pytest.approx(2500, rel=0.2)
-    # displaced points stay on the valid scene; wealth was measured at the true location
+    # displaced points stay on the valid scene
     r, c = _pixels(study.scene_path, survey["lon"], survey["lat"])
     assert world.noise.valid[r, c].all()
+
+
+def test_survey_wealth_is_the_cluster_mean_around_the_true_location(world, study):
+    """Mean endline wealth over the valid pixels within 300 m of the true location, plus N(0, 0.1²)."""
+    survey = pd.read_csv(study.survey_path)
+    surface = _read(study.wealth_raster_path)[0].astype(np.float64)
     r0, c0 = _pixels(study.wealth_raster_path, survey["true_lon"], survey["true_lat"])
-    noise = survey["wealth"] - _read(study.wealth_raster_path)[0][r0, c0]
+    h, w = surface.shape
+    rr, cc = np.mgrid[0:h, 0:w]
+    reach = wealth_module.CLUSTER_RADIUS_M / wealth_module.PIXEL_M
+    brute = np.array([
+        np.nanmean(np.where((rr - r) ** 2 + (cc - c) ** 2 <= reach**2, surface, np.nan))
+        for r, c in zip(r0, c0, strict=True)
+    ])
+    noise = survey["wealth"].to_numpy() - brute
     assert abs(noise.mean()) < 0.03 and noise.std() == pytest.approx(wealth_module.SURVEY_SD, rel=0.2)
+    # the point value is farther from the measurement than the cluster mean is
+    assert np.std(survey["wealth"].to_numpy() - surface[r0, c0]) > 1.2 * noise.std()
 
 
 def test_sizes_out_of_range_raise_with_the_argument_named(tmp_path):

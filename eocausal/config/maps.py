@@ -77,6 +77,9 @@ class RegionConfig(_Strict):
     tile_cells: Annotated[int, Field(ge=4, le=4096)] = 64
     support_k: Annotated[int, Field(ge=1)] = 10
     support_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.99
+    #: Map this imagery (another date; same sensor, bands and recipe) with the model fitted on
+    #: `imagery.paths`; None maps `imagery.paths` itself.
+    imagery: Annotated[list[Path], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _one_region(self) -> RegionConfig:
@@ -133,6 +136,9 @@ class TrialsConfig(_Strict):
     map: Path
     method: Literal["auto", "linear", "tweedie"] = "linear"
     radius_m: Annotated[float, Field(gt=0)] | None = None
+    #: The same model's map of imagery from before the trials: the outcome is then the change
+    #: of the map at each unit (needs `method: linear`).
+    baseline_map: Path | None = None
     n_bootstrap: Annotated[int, Field(ge=10)] = 200
     trials: Annotated[list[TrialConfig], Field(min_length=1)]
 
@@ -142,6 +148,11 @@ class TrialsConfig(_Strict):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"trial names must be unique; repeated: {repeated}")
+        if self.baseline_map is not None and self.method != "linear":
+            raise ValueError(
+                f"`baseline_map` needs `method: linear` (the intercept cancels in a change only "
+                f"for the linear correction); got `method: {self.method}`"
+            )
         return self
 
 
@@ -161,6 +172,8 @@ def parse_map_config(data: Any, *, base_dir: str | Path = ".") -> MapRunConfig:
     cfg.encoder.cache_dir = resolve(cfg.encoder.cache_dir, "encoder.cache_dir", must_exist=False)
     if cfg.region is not None:
         cfg.region.polygons = resolve(cfg.region.polygons, "region.polygons")
+        if cfg.region.imagery is not None:
+            cfg.region.imagery = [resolve(p, f"region.imagery.{i}") for i, p in enumerate(cfg.region.imagery)]
     return cfg
 
 
@@ -170,6 +183,7 @@ def parse_trials_config(data: Any, *, base_dir: str | Path = ".") -> TrialsConfi
     resolve = resolver(Path(base_dir).resolve())
     _resolve_run_dir(cfg, resolve)
     cfg.map = resolve(cfg.map, "map")
+    cfg.baseline_map = resolve(cfg.baseline_map, "baseline_map")
     for i, t in enumerate(cfg.trials):
         t.units = resolve(t.units, f"trials.{i}.units")
     return cfg

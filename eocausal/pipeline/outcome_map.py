@@ -175,9 +175,12 @@ def map_stage(cfg: Any, *, log: Log = _nolog, progress: bool = True):
     study = fitted.study
     mark_running(cfg.run_dir)
     grid = _region_grid(cfg, study)
+    r = cfg.region
+    other_date = r.imagery is not None
+    # another date of the same sensor: same chip spec and encoder, other pixels
+    source = build_imagery(cfg, [str(p) for p in r.imagery])[0] if other_date else study.source
     encoder = fitted.stage.encoder or build_encoder(cfg, ChipDataset(study.units, study.source, study.spec))
     out = cfg.run_dir / "map"
-    r = cfg.region
     log(f"map: {grid.n_cells} cells of {r.cell_size_m:g} m in tiles of {r.tile_cells} x {r.tile_cells} ...")
 
     def predict_tile(tile, points: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -188,7 +191,7 @@ def map_stage(cfg: Any, *, log: Log = _nolog, progress: bool = True):
         if n == 0:
             return {"prediction": prediction, "valid": valid, "out_of_support": outside}
         cells = StudyUnits.from_frame(points, id_col="unit_id", lon_col="lon", lat_col="lat", crs="EPSG:4326")
-        dataset = ChipDataset(cells, study.source, study.spec)
+        dataset = ChipDataset(cells, source, study.spec)
         try:
             res, _ = run_embed(cfg, dataset, out_dir=out / "work" / f"embeddings_{tile.row_off}_{tile.col_off}",
                                encoder=encoder, progress=False)
@@ -204,17 +207,26 @@ def map_stage(cfg: Any, *, log: Log = _nolog, progress: bool = True):
             outside[rows] = flag.astype(np.float32)
         return {"prediction": prediction, "valid": valid, "out_of_support": outside}
 
-    key = fingerprint({"outcome": fitted.key, "region": r.model_dump(mode="json"), "bands": MAP_BANDS})
+    key = fingerprint({"outcome": fitted.key, "region": r.model_dump(mode="json"), "bands": MAP_BANDS,
+                       "imagery": [file_fingerprint(p) for p in r.imagery] if other_date else None})
     cog = run_map_job(grid, predict_tile, out / f"{cfg.labels.target_col}.tif", bands=list(MAP_BANDS),
                       tile_cells=r.tile_cells, work_dir=out / "work", key=key, progress=progress)
     shutil.rmtree(out / "work", ignore_errors=True)  # per-tile embeddings: only needed to resume
     metrics = pd.read_csv(cfg.run_dir / "outcome" / "metrics.csv")
-    calibration, where = _calibration_pairs(cfg, fitted, cog)
+    if other_date:  # this map is not of the labels' date: keep the model's own held-out pairs
+        calibration = pd.read_csv(cfg.run_dir / "outcome" / "calibration.csv", dtype={"unit_id": str})
+        where = ("predicted from the labels' imagery at the labels' coordinates, NOT read from this "
+                 "map, which is of other imagery; to correct a change, calibrate with the map of the "
+                 "labels' date")
+    else:
+        calibration, where = _calibration_pairs(cfg, fitted, cog)
     metadata = {
         "value": f"predicted {cfg.labels.target_col!r} at the cell centre ({cfg.outcome.model} on "
                  f"{cfg.encoder.name} embeddings at scales {[s.name for s in cfg.imagery.scales]})",
         "bands": [{"name": n, "dtype": d, "description": desc} for n, d, desc, _ in MAP_BANDS],
         "cell_size_m": r.cell_size_m,
+        "imagery": [Path(p).name for p in (r.imagery if other_date else study.imagery_paths)],
+        "imagery_of_labels": not other_date,
         "support_rule": f"a cell is out of support when the distance to its {r.support_k}-th nearest labelled "
                         f"location in feature space exceeds the labelled locations' own {r.support_quantile:.0%} "
                         "quantile of that distance (leave-one-out)",

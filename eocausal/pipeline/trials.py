@@ -27,7 +27,7 @@ def trials_summary(table: pd.DataFrame) -> dict[str, float]:
     naive, corrected = table["naive"].to_numpy(float), table["corrected"].to_numpy(float)
     covered = (table["ci_lower"] <= table["true_ate"]) & (table["true_ate"] <= table["ci_upper"])
     return {
-        "n_trials": int(len(table)),
+        "n_trials": len(table),
         "slope_naive_on_truth": float(np.polyfit(t, naive, 1)[0]),
         "slope_corrected_on_truth": float(np.polyfit(t, corrected, 1)[0]),
         "coverage_corrected_95": float(covered.mean()),
@@ -44,13 +44,14 @@ def trials_stage(cfg: Any, *, log: Log = _nolog):
 
     mark_running(cfg.run_dir)
     artifact = MapArtifact.read(cfg.map)
+    baseline = None if cfg.baseline_map is None else MapArtifact.read(cfg.baseline_map)
     specs = [
         TrialSpec(t.name, t.units, id_col=t.id_col, treatment_col=t.treatment_col, lon_col=t.lon_col,
                   lat_col=t.lat_col, propensity=t.propensity, cluster_col=t.cluster_col)
         for t in cfg.trials
     ]
     log(f"{len(specs)} trials against the map {artifact.cog_path} ...")
-    result = run_trials(specs, artifact, method=cfg.method, radius_m=cfg.radius_m,
+    result = run_trials(specs, artifact, method=cfg.method, radius_m=cfg.radius_m, baseline=baseline,
                         n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
     table = result.table
     truth = {t.name: t.true_ate for t in cfg.trials if t.true_ate is not None}
@@ -61,7 +62,10 @@ def trials_stage(cfg: Any, *, log: Log = _nolog):
     details = result.to_dict()
     results = {
         "map": {"value": artifact.metadata.get("value"), "key": artifact.metadata.get("key"),
-                "cog_sha256": artifact.cog_sha256, "n_calibration": int(len(artifact.calibration))},
+                "cog_sha256": artifact.cog_sha256, "n_calibration": len(artifact.calibration),
+                "outcome": "the map's value at each unit" if baseline is None else
+                           "the change of the map since the baseline map at each unit",
+                "baseline_cog_sha256": None if baseline is None else baseline.cog_sha256},
         "table": table.to_dict(orient="records"),
         "summary": summary,
         "missing": details["missing"],

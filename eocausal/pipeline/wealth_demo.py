@@ -3,8 +3,10 @@
 A simulated endline scene rendered from a latent wealth surface, DHS-like survey clusters
 (displaced coordinates, true ones kept for calibration), and trials whose treated units grew
 richer; then: outcome model with spatially blocked cross-fitting -> map of the region (COG)
--> every trial's naive and corrected ATE against that map -> how well the map and the
-corrections recover the known truth.
+and, with the same model, a map of the baseline scene -> every trial's naive and corrected
+ATE with the map as the outcome (``trials/``) and with the change of the map since baseline
+as the outcome (``trials_change/``) -> how well the map and the corrections recover the
+known truth.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from eocausal.config import parse_map_config, parse_trials_config
 from eocausal.pipeline.folder import mark_complete, mark_running
 from eocausal.pipeline.outcome_map import map_stage
 from eocausal.pipeline.study import Log, _nolog
-from eocausal.pipeline.trials import trials_stage
+from eocausal.pipeline.trials import trials_stage, trials_summary
 
 __all__ = ["run_wealth_demo"]
 
@@ -37,31 +39,38 @@ def run_wealth_demo(run_dir: Path, *, seed: int = 0, log: Log = _nolog, progress
     log(f"simulating the wealth study ({n_survey} survey clusters, {n_trials} trials) ...")
     study = make_wealth_study(run_dir / "study", seed=seed, scene_size=scene_size, n_survey=n_survey,
                               n_trials=n_trials, units_per_trial=units_per_trial)
-    map_cfg = parse_map_config({
-        "run_dir": str(run_dir / "map"),
-        "seed": seed,
-        "labels": {"path": str(study.survey_path), "id_col": "cluster_id", "target_col": "wealth",
-                   "true_lon_col": "true_lon", "true_lat_col": "true_lat"},
-        # chips inside a treated unit's 300 m neighbourhood: 150 m and 270 m
-        "imagery": {"source": "raster", "paths": [str(study.scene_path)], "recipe": "c2_sr",
-                    "scales": [{"name": "150m", "size_px": 5, "out_px": 5},
-                               {"name": "270m", "size_px": 9, "out_px": 9}]},
-        "encoder": {"name": "mosaiks", "n_features": 256, "batch_size": 512},
-        "features": {"pca_components": None},
-        "outcome": {"model": "ridge", "block_km": 5.0},
-        "region": {"footprint": True, "cell_size_m": cell_size_m, "tile_cells": 64},
-    })
-    artifact = map_stage(map_cfg, log=log, progress=progress)
+
+    def map_config(name: str, imagery: Path | None) -> Any:
+        region = {"footprint": True, "cell_size_m": cell_size_m, "tile_cells": 64}
+        return parse_map_config({
+            "run_dir": str(run_dir / name),
+            "seed": seed,
+            "labels": {"path": str(study.survey_path), "id_col": "cluster_id", "target_col": "wealth",
+                       "true_lon_col": "true_lon", "true_lat_col": "true_lat"},
+            # chips inside a treated unit's 300 m neighbourhood: 150 m and 270 m
+            "imagery": {"source": "raster", "paths": [str(study.scene_path)], "recipe": "c2_sr",
+                        "scales": [{"name": "150m", "size_px": 5, "out_px": 5},
+                                   {"name": "270m", "size_px": 9, "out_px": 9}]},
+            "encoder": {"name": "mosaiks", "n_features": 256, "batch_size": 512},
+            "features": {"pca_components": None},
+            "outcome": {"model": "ridge", "block_km": 5.0},
+            "region": region if imagery is None else {**region, "imagery": [str(imagery)]},
+        })
+
+    artifact = map_stage(map_config("map", None), log=log, progress=progress)
+    log("the same model on the baseline scene ...")
+    baseline = map_stage(map_config("map_baseline", study.baseline_scene_path), log=log, progress=progress)
     truth = study.truth.set_index("trial")["true_ate"]
-    trials_cfg = parse_trials_config({
-        "run_dir": str(run_dir / "trials"),
-        "seed": seed,
-        "map": str(artifact.metadata_path.parent),
-        "method": "linear",
-        "trials": [{"name": name, "units": str(path), "true_ate": float(truth[name])}
-                   for name, path in study.trials],
-    })
-    trials_stage(trials_cfg, log=log)
+    for name, base in (("trials", None), ("trials_change", baseline)):
+        trials_stage(parse_trials_config({
+            "run_dir": str(run_dir / name),
+            "seed": seed,
+            "map": str(artifact.metadata_path.parent),
+            "baseline_map": None if base is None else str(base.metadata_path.parent),
+            "method": "linear",
+            "trials": [{"name": t, "units": str(path), "true_ate": float(truth[t])}
+                       for t, path in study.trials],
+        }), log=log)
 
     grid = RegionGrid.from_raster_footprint([str(study.scene_path)], cell_size_m=cell_size_m)
     cells = pd.concat([grid.cell_points(t) for t in grid.tiles(512)], ignore_index=True)
@@ -70,18 +79,19 @@ def run_wealth_demo(run_dir: Path, *, seed: int = 0, log: Log = _nolog, progress
     both = np.isfinite(mapped) & np.isfinite(true)
     metrics = pd.read_csv(run_dir / "map" / "outcome" / "metrics.csv").set_index("split")
     crossfit = metrics.loc["cross-fitted (all folds)"]
-    trials = pd.read_csv(run_dir / "trials" / "trials.csv")
-    from eocausal.pipeline.trials import trials_summary
-
     summary = {
         "spatial_cv_r2": float(crossfit["r2"]),
         "spatial_cv_slope": float(crossfit["slope"]),
         "map_corr_with_true_wealth": float(np.corrcoef(mapped[both], true[both])[0, 1]),
-        "n_map_cells": int(len(cells)),
-        "n_calibration_pairs": int(len(artifact.calibration)),
-        **trials_summary(trials),
+        "n_map_cells": len(cells),
+        "n_calibration_pairs": len(artifact.calibration),
+        **{f"{k} (map)": v for k, v in trials_summary(pd.read_csv(run_dir / "trials" / "trials.csv")).items()},
+        **{f"{k} (change)": v
+           for k, v in trials_summary(pd.read_csv(run_dir / "trials_change" / "trials.csv")).items()},
     }
-    write_json({"summary": summary, "map": "map/map", "trials": "trials/trials.csv"}, run_dir / "results.json")
+    write_json({"summary": summary, "map": "map/map", "baseline_map": "map_baseline/map",
+                "trials": "trials/trials.csv", "trials_change": "trials_change/trials.csv"},
+               run_dir / "results.json")
     mark_complete(run_dir, {})
     log(f"done: {run_dir}")
     return summary

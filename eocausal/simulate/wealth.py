@@ -71,9 +71,10 @@ Survey
 ------
 ``n_survey`` DHS-like clusters on the endline scene: 60 % drawn with
 probability proportional to the roof share within 1 km (where people live),
-40 % uniformly over valid pixels; urban when that share is at least 0.15. The
-measured wealth is :math:`Y_{\\text{end}}(x) + \\eta`,
-:math:`\\eta \\sim N(0, 0.1^2)`, at the TRUE location. Published coordinates
+40 % uniformly over valid pixels; urban when that share is at least 0.15. A
+cluster's measured wealth is the mean over its households, spread over the
+enumeration area: the mean of :math:`Y_{\\text{end}}` over the valid pixels
+within 300 m of the TRUE location, plus :math:`\\eta \\sim N(0, 0.1^2)`. Published coordinates
 are displaced as DHS does: uniform angle, uniform distance in [0, 2 km]
 (urban) or [0, 5 km] (rural), 1 % of rural clusters in [0, 10 km]; a
 displacement that leaves the valid scene is redrawn.
@@ -95,6 +96,13 @@ on :math:`W_i`, the condition of the correction. It breaks when:
 - the features see farther than the treatment's footprint (a 1 km chip: the
   disc fills 28 % of it, while cross-sectional wealth differences fill all
   of it, so the map responds to the treatment less than :math:`k` says);
+- the calibration truth is more local than what the features see: a truth
+  measured at one point varies within the chip where the treatment does not
+  (the cross-sectional slope of the map on point wealth is attenuated by the
+  regression slope of the chip's mean wealth on the point's, about 0.9 for a
+  270 m chip read from the 150 m cell holding the point), so the correction
+  over-corrects by its inverse; the survey's cluster mean over 300 m (the
+  treatment's footprint) avoids it;
 - the calibration predictions are made away from the truth's location (DHS
   displacement): :math:`k` is then :math:`E[\\operatorname{corr}]` times
   smaller (the correlation of wealth over the displacement) and the
@@ -152,6 +160,7 @@ ILLUMINATION_SD = 0.03
 RADIUS_M = 300.0  # treatment raises wealth on this disc around a treated unit
 MAX_EFFECT = 1.0  # largest trial intensity tau_t (SD units of wealth)
 SURVEY_SD = 0.1
+CLUSTER_RADIUS_M = 300.0  # a survey cluster's households lie within this distance of its centre
 _N_VILLAGES = 60
 _URBAN_SHARE_1KM = 0.15
 _SETTLEMENT_SHARE = 0.6
@@ -172,7 +181,7 @@ class WealthStudy:
         The scene rendered from the wealth before the trials (same noise).
     survey_path : Path
         CSV of survey clusters: ``cluster_id``, ``lon``, ``lat`` (DHS-displaced),
-        ``true_lon``, ``true_lat``, ``urban`` (0/1), ``wealth`` (measured at the
+        ``true_lon``, ``true_lat``, ``urban`` (0/1), ``wealth`` (the cluster mean over 300 m around the
         true location, endline).
     trials : list of (str, Path)
         Trial names and CSV paths; each CSV has ``unit_id``, ``lon``, ``lat``,
@@ -361,6 +370,19 @@ def _to_lonlat(transform, crs, rows: np.ndarray, cols: np.ndarray) -> tuple[np.n
     return np.round(lon, 7), np.round(lat, 7)
 
 
+def cluster_mean(wealth: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Mean of ``wealth`` over the valid pixels within :data:`CLUSTER_RADIUS_M` of each pixel."""
+    from scipy.signal import fftconvolve
+
+    dr, dc = _disc_offsets(CLUSTER_RADIUS_M / PIXEL_M)
+    reach = int(np.abs(dr).max())
+    kernel = np.zeros((2 * reach + 1, 2 * reach + 1))
+    kernel[dr + reach, dc + reach] = 1.0
+    total = fftconvolve(np.where(valid, wealth, 0.0), kernel, mode="same")
+    count = fftconvolve(valid.astype(np.float64), kernel, mode="same")
+    return np.where(valid, total / np.maximum(np.rint(count), 1.0), np.nan)
+
+
 def _survey(
     scene: Scene, share_1km: np.ndarray, wealth: np.ndarray, rng: np.random.Generator, n: int
 ) -> pd.DataFrame:
@@ -400,7 +422,7 @@ def _survey(
             "true_lon": true_lon,
             "true_lat": true_lat,
             "urban": urban.astype(np.int64),
-            "wealth": wealth[rows, cols] + rng.normal(0.0, SURVEY_SD, n),
+            "wealth": cluster_mean(wealth, scene.valid)[rows, cols] + rng.normal(0.0, SURVEY_SD, n),
         }
     )
 
