@@ -159,7 +159,7 @@ def _check_specs(specs: Any) -> list[TrialSpec]:
     return specs
 
 
-def _calibration(artifact: MapArtifact) -> tuple[np.ndarray, np.ndarray]:
+def _calibration(artifact: MapArtifact) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     table = artifact.calibration
     missing = {"predicted", "truth"} - set(table.columns)
     if missing:
@@ -168,9 +168,13 @@ def _calibration(artifact: MapArtifact) -> tuple[np.ndarray, np.ndarray]:
             f"{sorted(missing)}; it needs `predicted` and `truth` per calibration location. "
             "Rewrite the artifact with MapArtifact.write(..., calibration_table=...)."
         )
+    groups = table["group"].astype(str).to_numpy() if "group" in table.columns else None
+    if groups is not None and len(np.unique(groups)) < 2:
+        groups = None  # one block: nothing to resample as a whole
     return (
         table["predicted"].to_numpy(dtype=np.float64),
         table["truth"].to_numpy(dtype=np.float64),
+        groups,
     )
 
 
@@ -198,6 +202,9 @@ class TrialsResult:
         Calibration pairs the corrections were fitted on.
     baseline_path : Path or None
         The baseline map whose values were subtracted (the outcome is the change), if any.
+    calibration_resampling : str
+        How the calibration bootstrap drew the pairs: ``"pairs"`` or
+        ``"groups (<k> blocks)"``.
     """
 
     table: pd.DataFrame
@@ -206,6 +213,7 @@ class TrialsResult:
     map_path: Path | None = None
     n_calibration: int = 0
     baseline_path: Path | None = None
+    calibration_resampling: str = "pairs"
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict: ``map``, ``baseline_map``, ``n_calibration``, ``trials``,
@@ -213,6 +221,7 @@ class TrialsResult:
         return {
             "map": None if self.map_path is None else str(self.map_path),
             "baseline_map": None if self.baseline_path is None else str(self.baseline_path),
+            "calibration_resampling": self.calibration_resampling,
             "n_calibration": self.n_calibration,
             "trials": json.loads(self.table.to_json(orient="records")),
             "missing": json.loads(self.missing.to_json(orient="records")),
@@ -256,7 +265,11 @@ def run_trials(
     band : int or str, default=1
         The band of the map holding the prediction.
     n_bootstrap : int, default=200
-        Calibration bootstrap replicates per trial.
+        Calibration bootstrap replicates per trial. When the calibration table
+        has a ``group`` column (the spatial blocks ``eocausal map`` held the
+        pairs out by) with at least 2 groups, each replicate draws whole groups:
+        pairs of one block share the map's regional error, so drawing pairs
+        would understate the correction's uncertainty.
     alpha : float, default=0.05
         The intervals are ``corrected ± z_{1-α/2} · corrected_se``.
     seed : int, default=0
@@ -331,7 +344,7 @@ def run_trials(
             f"a baseline map needs `method: linear` (the intercept cancels in a change only for "
             f"the linear correction); got {method!r}."
         )
-    cal_p, cal_t = _calibration(artifact)
+    cal_p, cal_t, cal_groups = _calibration(artifact)
     rows, missing, details = [], [], {}
     for spec in specs:
         trial = _load(spec)
@@ -378,6 +391,7 @@ def run_trials(
             propensity=trial.propensity[keep],
             clusters=None if trial.clusters is None else trial.clusters[keep],
             method=method,
+            calibration_clusters=cal_groups,
             n_bootstrap=n_bootstrap,
             alpha=alpha,
             seed=seed,
@@ -407,4 +421,5 @@ def run_trials(
         map_path=Path(artifact.cog_path),
         n_calibration=int(cal_p.size),
         baseline_path=None if baseline is None else Path(baseline.cog_path),
+        calibration_resampling="pairs" if cal_groups is None else f"groups ({len(np.unique(cal_groups))} blocks)",
     )

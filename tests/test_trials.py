@@ -214,3 +214,19 @@ def test_a_baseline_map_removes_the_persistent_error_and_stays_unbiased(tmp_path
     assert (t["corrected_se"] < 0.5 * level.table["corrected_se"]).all()
     with pytest.raises(ConfigError, match="linear"):
         run_trials(specs[:1], maps["end"], baseline=maps["base"], method="tweedie")
+
+
+def test_summary_across_trials_against_the_truth():
+    from eocausal.pipeline.trials import trials_summary
+
+    truth = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    table = pd.DataFrame({"true_ate": truth, "naive": 0.4 * truth, "corrected": truth + [0, 0.1, -0.1, 0.1, -0.1],
+                          "ci_lower": [1e-17, 0.2, 0.2, 0.5, 1.05], "ci_upper": [1e-17, 0.4, 0.45, 0.9, 1.1]})
+    s = trials_summary(table)
+    assert s["slope_naive_on_truth"] == pytest.approx(0.4)
+    slope, cov = np.polyfit(truth, table["corrected"], 1, cov=True)
+    assert s["slope_corrected_on_truth"] == pytest.approx(slope[0])
+    assert s["slope_corrected_on_truth_se"] == pytest.approx(np.sqrt(cov[0, 0]))
+    # the zero-width interval at the exact truth covers (rounding); 0.5 and 1.0 are missed
+    assert s["coverage_corrected_95"] == pytest.approx(3 / 5)
+    assert s["mean_abs_error_corrected"] == pytest.approx(0.08)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.base import clone
 
 from eocausal.debias._checks import check_n_bootstrap, check_pair
@@ -100,6 +101,31 @@ def _as_components(value, who: str) -> np.ndarray:
     return arr
 
 
+def _calibration_groups(clusters, n: int) -> list[np.ndarray] | None:
+    """Row indices of each calibration cluster (in order of first appearance), or None."""
+    if clusters is None:
+        return None
+    labels = np.asarray(clusters)
+    if labels.shape != (n,):
+        raise InputDataError(
+            f"`calibration_clusters` must have one label per calibration pair ({n}); got shape "
+            f"{labels.shape}."
+        )
+    if pd.isna(labels).any():
+        raise InputDataError(
+            f"`calibration_clusters` has {int(pd.isna(labels).sum())} missing labels; give every "
+            "calibration pair a group."
+        )
+    codes, first = pd.factorize(labels)
+    if len(first) < 2:
+        raise InputDataError(
+            "`calibration_clusters` holds a single group: a cluster bootstrap needs at least 2 "
+            "(pass None to resample pairs)."
+        )
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(codes))[:-1])
+
+
 def correction_bootstrap(
     statistic: Callable[[np.ndarray], float | np.ndarray],
     predicted,
@@ -110,6 +136,7 @@ def correction_bootstrap(
     linear: LinearCalibration | None = None,
     tweedie: TweedieCorrection | None = None,
     residuals=None,
+    calibration_clusters=None,
     n_bootstrap: int = 200,
     seed: int | None = 0,
 ) -> CorrectionBootstrap:
@@ -134,6 +161,11 @@ def correction_bootstrap(
     residuals : array-like of shape (n_residuals,), default=None
         Validation residuals for ``TweedieCorrection(sigma_source="validation_residuals")``;
         resampled independently of the pairs.
+    calibration_clusters : array-like of shape (n_calibration,), default=None
+        Groups of calibration pairs whose errors may be correlated (the spatial
+        blocks a map's calibration split was held out by, survey strata...):
+        each replicate draws whole groups with replacement (a cluster
+        bootstrap). None draws pairs. Needs at least 2 groups.
     n_bootstrap : int, default=200
     seed : int or None, default=0
 
@@ -150,7 +182,8 @@ def correction_bootstrap(
 
     Notes
     -----
-    Replicate :math:`b` draws the calibration pairs with replacement, refits
+    Replicate :math:`b` draws the calibration pairs (or whole
+    ``calibration_clusters``) with replacement, refits
     the correction :math:`g_b`, and returns :math:`T(g_b(\\hat Y))`; the
     calibration SE is :math:`\\mathrm{SD}_b\\,T(g_b(\\hat Y))` and
 
@@ -193,6 +226,7 @@ def correction_bootstrap(
         calibration_predicted, calibration_truth, "calibration_predicted", "calibration_truth"
     )
     res_arr = None if residuals is None else check_outcome(residuals, name="residuals")
+    groups = _calibration_groups(calibration_clusters, cal_p.size)
     proto = make_correction(method, linear, tweedie)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # reported by debias_outcome
@@ -217,7 +251,10 @@ def correction_bootstrap(
         rng = np.random.default_rng(seed)
         reps, failed = [], 0
         for _ in range(n_bootstrap):
-            idx = rng.integers(0, cal_p.size, cal_p.size)
+            if groups is None:
+                idx = rng.integers(0, cal_p.size, cal_p.size)
+            else:
+                idx = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
             r_b = None if res_arr is None else res_arr[rng.integers(0, res_arr.size, res_arr.size)]
             try:
                 est = fit_correction(clone(proto), cal_p[idx], cal_t[idx], r_b)

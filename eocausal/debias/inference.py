@@ -143,7 +143,8 @@ def _check_study(predicted, treatment, clusters, sample_weight, n_bootstrap, alp
 
 
 def _correct_with_bootstrap(
-    statistic, pred, cal_p, cal_t, *, method, models, n_folds, n_bootstrap, seed
+    statistic, pred, cal_p, cal_t, *, method, models, n_folds, n_bootstrap, seed,
+    calibration_clusters=None,
 ) -> tuple[DebiasResult, CorrectionBootstrap]:
     """The correction of ``pred`` and the calibration bootstrap of ``statistic`` under it."""
     res = debias_outcome(
@@ -161,6 +162,7 @@ def _correct_with_bootstrap(
         calibration_predicted=cal_p,
         calibration_truth=cal_t,
         method=res.method,
+        calibration_clusters=calibration_clusters,
         n_bootstrap=n_bootstrap,
         seed=seed,
         **models,
@@ -206,6 +208,7 @@ def debiased_ate(
     linear: LinearCalibration | None = None,
     tweedie: TweedieCorrection | None = None,
     residuals=None,
+    calibration_clusters=None,
     n_bootstrap: int = 200,
     alpha: float = 0.05,
     n_folds: int = 5,
@@ -241,6 +244,10 @@ def debiased_ate(
     method : {"auto", "linear", "tweedie", "none"}, default="auto"
     linear, tweedie, residuals, n_folds :
         As in :func:`~eocausal.debias.debias_outcome`.
+    calibration_clusters : array-like of shape (n_calibration,), default=None
+        Groups of calibration pairs with correlated errors (e.g. the spatial
+        blocks of a map's calibration split): the bootstrap then draws whole
+        groups (:func:`~eocausal.debias.correction_bootstrap`).
     n_bootstrap : int, default=200
         Calibration bootstrap replicates (see
         :func:`~eocausal.debias.correction_bootstrap`); more than 10 % failed
@@ -296,6 +303,7 @@ def debiased_ate(
         n_folds=n_folds,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        calibration_clusters=calibration_clusters,
     )
     design = {"clusters": cl, "sample_weight": w, "propensity_features": propensity_features}
     naive = hajek_ipw_ate(pred, T, e, alpha=alpha, **design)

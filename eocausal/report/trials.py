@@ -27,10 +27,12 @@ def render_trials_report(results: Mapping[str, Any], path: str | os.PathLike) ->
     parts = [
         f"<style>{_CSS}</style>",
         "<h1>eocausal trials against one map</h1>",
-        f"<p class='note'>Outcome: {html.escape(str(m.get('value', '')))}. The correction is fitted on the "
+        f"<p class='note'>Outcome: {html.escape(str(m.get('outcome', 'the map value at each unit')))}; "
+        f"the map: {html.escape(str(m.get('value', '')))}. The correction is fitted on the "
         f"map's {_fmt(m.get('n_calibration'))} calibration pairs (labelled locations held out of every "
         "fit); each corrected SE is sqrt(sampling SE^2 + calibration SE^2), the calibration part from "
-        "a bootstrap that refits the correction. Units where the map has no valid value are listed "
+        "a bootstrap that refits the correction (drawing "
+        f"{html.escape(str(m.get('calibration_resampling', 'pairs')))}). Units where the map has no valid value are listed "
         "as missing, never dropped silently.</p>",
         "<h2>Trials</h2>",
         _table(rows, columns),

@@ -74,7 +74,7 @@ probability proportional to the roof share within 1 km (where people live),
 40 % uniformly over valid pixels; urban when that share is at least 0.15. A
 cluster's measured wealth is the mean over its households, spread over the
 enumeration area: the mean of :math:`Y_{\\text{end}}` over the valid pixels
-within 300 m of the TRUE location, plus :math:`\\eta \\sim N(0, 0.1^2)`. Published coordinates
+within 150 m of the TRUE location, plus :math:`\\eta \\sim N(0, 0.1^2)`. Published coordinates
 are displaced as DHS does: uniform angle, uniform distance in [0, 2 km]
 (urban) or [0, 5 km] (rural), 1 % of rural clusters in [0, 10 km]; a
 displacement that leaves the valid scene is redrawn.
@@ -96,13 +96,15 @@ on :math:`W_i`, the condition of the correction. It breaks when:
 - the features see farther than the treatment's footprint (a 1 km chip: the
   disc fills 28 % of it, while cross-sectional wealth differences fill all
   of it, so the map responds to the treatment less than :math:`k` says);
-- the calibration truth is more local than what the features see: a truth
-  measured at one point varies within the chip where the treatment does not
-  (the cross-sectional slope of the map on point wealth is attenuated by the
-  regression slope of the chip's mean wealth on the point's, about 0.9 for a
-  270 m chip read from the 150 m cell holding the point), so the correction
-  over-corrects by its inverse; the survey's cluster mean over 300 m (the
-  treatment's footprint) avoids it;
+- the calibration truth has another spatial support than what the features
+  see: the treatment moves the whole chip, while cross-sectionally the map
+  responds to the chip's mean wealth, so :math:`k` is the map's response
+  times the regression slope of the chip's mean wealth on the truth. A point
+  truth varies within the chip (slope below 1: the correction over-corrects);
+  a mean over a disc wider than the chip weighs the chip's centre above the
+  disc's rim (slope above 1: it under-corrects). The survey's cluster mean
+  over 150 m, about the chips' size, sits between the two (see
+  docs/benchmarks.md for the three measured);
 - the calibration predictions are made away from the truth's location (DHS
   displacement): :math:`k` is then :math:`E[\\operatorname{corr}]` times
   smaller (the correlation of wealth over the displacement) and the
@@ -160,7 +162,7 @@ ILLUMINATION_SD = 0.03
 RADIUS_M = 300.0  # treatment raises wealth on this disc around a treated unit
 MAX_EFFECT = 1.0  # largest trial intensity tau_t (SD units of wealth)
 SURVEY_SD = 0.1
-CLUSTER_RADIUS_M = 300.0  # a survey cluster's households lie within this distance of its centre
+CLUSTER_RADIUS_M = 150.0  # a survey cluster's households lie within this distance of its centre
 _N_VILLAGES = 60
 _URBAN_SHARE_1KM = 0.15
 _SETTLEMENT_SHARE = 0.6
@@ -181,7 +183,7 @@ class WealthStudy:
         The scene rendered from the wealth before the trials (same noise).
     survey_path : Path
         CSV of survey clusters: ``cluster_id``, ``lon``, ``lat`` (DHS-displaced),
-        ``true_lon``, ``true_lat``, ``urban`` (0/1), ``wealth`` (the cluster mean over 300 m around the
+        ``true_lon``, ``true_lat``, ``urban`` (0/1), ``wealth`` (the cluster mean over 150 m around the
         true location, endline).
     trials : list of (str, Path)
         Trial names and CSV paths; each CSV has ``unit_id``, ``lon``, ``lat``,

@@ -309,3 +309,36 @@ def test_correction_bootstrap_errors():
         sizes = iter(range(1, 1000))
         correction_bootstrap(lambda t: np.ones(next(sizes)), y, calibration_predicted=0.5 * y + 0.1 * weak,
                              calibration_truth=y, method="linear", n_bootstrap=5)  # fmt: skip
+
+
+def test_calibration_clusters_carry_a_block_level_error_into_the_se():
+    """Pairs of one spatial block share a regional distortion of the map (slope and shift), so the
+    slope's error is clustered: the block bootstrap's SE matches the Monte Carlo SD of the corrected
+    estimate, the pair bootstrap's falls short."""
+    from eocausal.debias import correction_bootstrap
+
+    rng = np.random.default_rng(11)
+    study = rng.normal(1.0, 1.0, 400)  # fixed study predictions; the statistic is their corrected mean
+
+    def draw():
+        groups = np.repeat(np.arange(12), 30)
+        slope = 0.5 + rng.normal(0.0, 0.12, 12)[groups]
+        truth = rng.normal(0.0, 1.0, groups.size)
+        pred = 0.2 + slope * truth + rng.normal(0.0, 0.15, 12)[groups] + rng.normal(0.0, 0.3, groups.size)
+        return pred, truth, groups
+
+    estimates, se_pairs, se_blocks = [], [], []
+    for _ in range(120):
+        pred, truth, groups = draw()
+        kw = {"calibration_predicted": pred, "calibration_truth": truth, "method": "linear",
+              "n_bootstrap": 60, "seed": 0}
+        blocks = correction_bootstrap(np.mean, study, calibration_clusters=groups, **kw)
+        pairs = correction_bootstrap(np.mean, study, **kw)
+        estimates.append(blocks.estimate[0])
+        se_blocks.append(blocks.std_err[0])
+        se_pairs.append(pairs.std_err[0])
+    mc_sd = np.std(estimates)
+    assert np.mean(se_blocks) == pytest.approx(mc_sd, rel=0.25)
+    assert np.mean(se_pairs) < 0.7 * mc_sd
+    with pytest.raises(InputDataError, match="single group"):
+        correction_bootstrap(np.mean, study, calibration_clusters=np.zeros(360), **kw)
