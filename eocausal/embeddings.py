@@ -28,19 +28,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
-from eocausal.atomic import write_parquet
+from eocausal.atomic import atomic_path
 from eocausal.errors import EmbeddingsError
 
 __all__ = ["Embeddings"]
@@ -50,6 +51,10 @@ _GEO_KEY = b"geo"
 _FORMAT = "eocausal.embeddings"
 _FORMAT_VERSION = 2
 _GEOPARQUET_VERSION = "1.1.0"
+_BATCH_ROWS = 16_384  # rows of the embedding column read at a time (24 MiB at 384 float32)
+_CHECK_ROWS = 65_536  # rows scanned at a time for non-finite values or parsed as WKB
+_ROW_GROUP_ROWS = 16_384  # rows per Parquet row group written by save
+_READ_BUFFER = 1 << 22  # bytes: stream column chunks page by page rather than whole
 _REGENERATE = "regenerate it with `eocausal embed` (or eocausal.encode.embed)"
 
 
@@ -79,6 +84,17 @@ def _clean_coords(coords: Any, crs: Any, n: int) -> tuple[np.ndarray | None, CRS
             f"`crs` {crs!r} is not a valid CRS ({exc}); give e.g. 'EPSG:4326'."
         ) from exc
     return xy, crs
+
+
+def _nonfinite_rows(block: np.ndarray) -> np.ndarray:
+    """Rows of a 2-D block with a NaN or infinite value, scanned in slices (no full mask)."""
+    return np.concatenate(
+        [
+            start + np.flatnonzero(~np.isfinite(block[start : start + _CHECK_ROWS]).all(axis=1))
+            for start in range(0, len(block), _CHECK_ROWS)
+        ]
+        or [np.empty(0, dtype=np.int64)]
+    )
 
 
 @dataclass
@@ -125,8 +141,9 @@ class Embeddings:
                 raise EmbeddingsError(
                     f"Block for scale {scale!r} has shape {block.shape}; expected ({n}, D)."
                 )
-            if not np.isfinite(block).all():
-                bad = self.unit_ids[~np.isfinite(block).all(axis=1)][:5].tolist()
+            bad_rows = _nonfinite_rows(block)
+            if bad_rows.size:
+                bad = self.unit_ids[bad_rows][:5].tolist()
                 raise EmbeddingsError(
                     f"Block for scale {scale!r} has non-finite values for units {bad}."
                 )
@@ -166,14 +183,13 @@ class Embeddings:
     def subset(self, unit_ids: Sequence) -> Embeddings:
         """Rows for ``unit_ids``, in that order; every id must be present."""
         wanted = np.asarray(unit_ids).astype(str)
-        index = {u: i for i, u in enumerate(self.unit_ids)}
-        missing = [str(u) for u in wanted if u not in index]
-        if missing:
+        rows = pd.Index(self.unit_ids).get_indexer(wanted)  # hash lookup, linear in n
+        if (rows < 0).any():
+            missing = wanted[rows < 0].tolist()
             raise EmbeddingsError(
                 f"{len(missing)} units have no embedding (first: {missing[:5]}); "
                 "embed them or drop them from the analysis."
             )
-        rows = np.fromiter((index[u] for u in wanted), dtype=np.int64, count=len(wanted))
         return Embeddings(
             wanted,
             {s: b[rows] for s, b in self.vectors.items()},
@@ -247,14 +263,16 @@ class Embeddings:
             geoms = np.full(n, None, dtype=object)
             geoms[has] = shapely.points(self.coords[has])
             wkb = pa.array(shapely.to_wkb(geoms, byte_order=1), type=pa.binary())
+        unit_ids = pa.array(self.unit_ids, type=pa.string())
         parts = []
         for s, block in self.vectors.items():
             d = block.shape[1]
+            # no copy: the list values are a view of the block
             flat = pa.array(block.ravel(), type=pa.float32())
             offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
             cols = {
-                "unit_id": pa.array(self.unit_ids, type=pa.string()),
-                "scale": pa.array([s] * n, type=pa.string()),
+                "unit_id": unit_ids,
+                "scale": pa.repeat(pa.scalar(s, type=pa.string()), n),
                 "embedding": pa.ListArray.from_arrays(offsets, flat),
             }
             if wkb is not None:
@@ -286,8 +304,14 @@ class Embeddings:
         return table.replace_schema_metadata(meta)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically to a GeoParquet file (plain Parquet when no unit has a point)."""
-        return write_parquet(self.to_table(), path)
+        """Write atomically to a GeoParquet file (plain Parquet when no unit has a point).
+
+        Row groups hold 16,384 rows, so the writer buffers one row group (about
+        25 MB at 384 float32 dimensions), not the whole file.
+        """
+        with atomic_path(path) as tmp:
+            pq.write_table(self.to_table(), tmp, row_group_size=_ROW_GROUP_ROWS)
+        return Path(path)
 
     @classmethod
     def from_table(cls, table: pa.Table, *, source: str = "the embeddings table") -> Embeddings:
@@ -302,96 +326,259 @@ class Embeddings:
         Raises
         ------
         EmbeddingsError
-            If columns are missing, the format is newer than this eocausal,
-            or the geometry is not one point per unit.
+            If columns are missing, the format is newer than this eocausal, a
+            (unit, scale) pair is missing or repeated, a scale mixes widths, or
+            the geometry is not one point per unit.
         """
-        missing = {"unit_id", "scale", "embedding"} - set(table.column_names)
-        if missing:
-            raise EmbeddingsError(
-                f"{source} lacks columns {sorted(missing)}: it is not an eocausal Embeddings "
-                f"artifact; {_REGENERATE}."
-            )
-        schema_meta = table.schema.metadata or {}
-        header = json.loads(schema_meta.get(_META_KEY, b"{}"))
-        if header.get("format") == _FORMAT:
-            version = header.get("format_version")
-            if not isinstance(version, int) or version > _FORMAT_VERSION:
-                raise EmbeddingsError(
-                    f"{source} has Embeddings format_version {version!r}, newer than this eocausal "
-                    f"reads ({_FORMAT_VERSION}); upgrade eocausal or {_REGENERATE}."
-                )
-            metadata = header.get("metadata") or {}
-        else:  # version 1: the key holds the provenance itself
-            metadata = header
-        unit_ids = np.asarray(table.column("unit_id").to_pylist(), dtype=str)
-        scales = np.asarray(table.column("scale").to_pylist(), dtype=str)
-        emb = table.column("embedding").combine_chunks()
-        lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
-        flat = pc.list_flatten(emb).to_numpy(zero_copy_only=False).astype(np.float32)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        vectors = [flat[a : a + k] for a, k in zip(starts, lengths, strict=True)]
-        out = cls.from_records(unit_ids, scales, vectors, metadata)
-        if _GEO_KEY not in schema_meta:
-            return out
-        coords, crs = _read_points(table, json.loads(schema_meta[_GEO_KEY]), unit_ids, source)
-        index = {u: i for i, u in enumerate(out.unit_ids)}
-        rows = np.fromiter((index[u] for u in unit_ids), dtype=np.int64, count=len(unit_ids))
-        per_unit = np.full((out.n_units, 2), np.nan)
-        per_unit[rows] = coords
-        if not np.array_equal(per_unit[rows], coords, equal_nan=True):
-            raise EmbeddingsError(
-                f"{source} gives different points to the scales of one unit; {_REGENERATE}."
-            )
-        return cls(out.unit_ids, out.vectors, out.metadata, per_unit, crs)
+        return cls._read(table.schema, table.select, _table_batches(table), source)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Embeddings:
-        """Read an artifact written by :meth:`save`, or by versions before GeoParquet."""
+        """Read an artifact written by :meth:`save`, or by versions before GeoParquet.
+
+        The file is read in two passes, so that peak memory is about the final
+        blocks plus one batch of rows: first the ``unit_id``, ``scale`` (and
+        geometry) columns, which fix the units, the scales and each row's place;
+        then the ``embedding`` column, 16,384 rows at a time, each batch copied
+        straight into its rows of the preallocated float32 blocks. The result is
+        the same, bit for bit, as assembling the rows with :meth:`from_records`.
+        """
         path = Path(path)
         if not path.exists():
             raise EmbeddingsError(
                 f"Embeddings file {str(path)!r} does not exist; run `eocausal embed` first."
             )
         try:
-            table = pq.read_table(path)
+            with pq.ParquetFile(path, buffer_size=_READ_BUFFER, pre_buffer=False) as parquet:
+                batches = (
+                    batch.column(0)
+                    for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=["embedding"])
+                )
+                return cls._read(
+                    parquet.schema_arrow,
+                    lambda names: parquet.read(columns=names),
+                    batches,
+                    f"Embeddings file {str(path)!r}",
+                )
         except (OSError, pa.ArrowException) as exc:
             raise EmbeddingsError(
                 f"Embeddings file {str(path)!r} is not readable Parquet ({exc}); {_REGENERATE}."
             ) from exc
-        return cls.from_table(table, source=f"Embeddings file {str(path)!r}")
+
+    @classmethod
+    def _read(
+        cls,
+        schema: pa.Schema,
+        read_columns: Callable[[list[str]], pa.Table],
+        embeddings: Iterable[pa.Array],
+        source: str,
+    ) -> Embeddings:
+        """Assemble from the long rows: ``read_columns`` gives the key columns, then
+        ``embeddings`` the embedding column in row order, in batches."""
+        metadata = _header_metadata(schema, source)
+        schema_meta = schema.metadata or {}
+        geo = json.loads(schema_meta[_GEO_KEY]) if _GEO_KEY in schema_meta else None
+        geo_column = None if geo is None else geo.get("primary_column", "geometry")
+        names = ["unit_id", "scale"]
+        if geo_column is not None and geo_column in schema.names:
+            names.append(geo_column)
+        keys = read_columns(names)
+        units, blocks, rows = _assemble(keys, embeddings, source)
+        out = cls(units, blocks, dict(metadata))
+        if geo is None:
+            return out
+        column = keys.column(geo_column) if geo_column in keys.column_names else None
+        coords, crs = _read_points(column, geo, keys.num_rows, source)
+        per_unit = np.full((out.n_units, 2), np.nan)
+        per_unit[rows] = coords
+        if not np.array_equal(per_unit[rows], coords, equal_nan=True):
+            raise EmbeddingsError(
+                f"{source} gives different points to the scales of one unit; {_REGENERATE}."
+            )
+        out.coords, out.crs = _clean_coords(per_unit, crs, out.n_units)
+        return out
+
+
+def _header_metadata(schema: pa.Schema, source: str) -> dict[str, Any]:
+    """The provenance from the ``eocausal`` key, after checking the columns and the version."""
+    missing = {"unit_id", "scale", "embedding"} - set(schema.names)
+    if missing:
+        raise EmbeddingsError(
+            f"{source} lacks columns {sorted(missing)}: it is not an eocausal Embeddings "
+            f"artifact; {_REGENERATE}."
+        )
+    header = json.loads((schema.metadata or {}).get(_META_KEY, b"{}"))
+    if header.get("format") != _FORMAT:  # version 1: the key holds the provenance itself
+        return header
+    version = header.get("format_version")
+    if not isinstance(version, int) or version > _FORMAT_VERSION:
+        raise EmbeddingsError(
+            f"{source} has Embeddings format_version {version!r}, newer than this eocausal "
+            f"reads ({_FORMAT_VERSION}); upgrade eocausal or {_REGENERATE}."
+        )
+    return header.get("metadata") or {}
+
+
+def _table_batches(table: pa.Table) -> Iterator[pa.Array]:
+    """The ``embedding`` column of an in-memory table in slices of :data:`_BATCH_ROWS` rows."""
+    for chunk in table.column("embedding").chunks:
+        for start in range(0, len(chunk), _BATCH_ROWS):
+            yield chunk.slice(start, _BATCH_ROWS)
+
+
+def _codes(column: pa.ChunkedArray, name: str, source: str) -> tuple[np.ndarray, list]:
+    """Per-row codes of a key column and its distinct values, in order of first appearance."""
+    values = column.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if values.null_count:
+        raise EmbeddingsError(
+            f"{source} has {values.null_count} rows with a null `{name}`; {_REGENERATE}."
+        )
+    encoded = pc.dictionary_encode(values)
+    return encoded.indices.to_numpy().astype(np.int64), encoded.dictionary.to_pylist()
+
+
+def _assemble(
+    keys: pa.Table, embeddings: Iterable[pa.Array], source: str
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Per-scale blocks from long rows, with the checks of :meth:`Embeddings.from_records`.
+
+    Units and scales are numbered in order of first appearance (a hash lookup
+    of the key columns), so each row's place in its block is known before any
+    vector is read. Each batch of ``embeddings`` is then flattened, reshaped to
+    ``(rows, D)`` and copied into the preallocated float32 blocks: no Python
+    object per row.
+
+    Returns
+    -------
+    unit_ids : ndarray of shape (n_units,), str
+    blocks : dict of str -> ndarray of shape (n_units, D_scale), float32
+    rows : ndarray of shape (n_rows,)
+        The unit (row of the blocks) of each input row.
+    """
+    unit_codes, unit_values = _codes(keys.column("unit_id"), "unit_id", source)
+    scale_codes, scale_values = _codes(keys.column("scale"), "scale", source)
+    units = np.asarray(unit_values, dtype=str)
+    scales = [str(s) for s in np.asarray(scale_values, dtype=str)]
+    n_units, n_scales = len(units), len(scales)
+    counts = np.bincount(unit_codes * n_scales + scale_codes, minlength=n_units * n_scales)
+    counts = counts.reshape(n_units, n_scales)
+    if (counts > 1).any():
+        unit_at, scale_at = np.nonzero(counts > 1)
+        keys_twice = sorted(
+            f"{units[u]}\x1f{scales[s]}" for u, s in zip(unit_at, scale_at, strict=True)
+        )
+        dup = [k.replace("\x1f", " @ ") for k in keys_twice[:5]]
+        raise EmbeddingsError(
+            f"{len(keys_twice)} (unit, scale) pairs have more than one embedding "
+            f"(first: {dup}); shards from different runs were mixed."
+        )
+    blocks: list[np.ndarray | None] = [None] * n_scales
+    widths: list[set[int]] = [set() for _ in scales]
+    start = 0
+    for batch in embeddings:
+        stop = start + len(batch)
+        if batch.null_count:
+            at = start + np.flatnonzero(batch.is_null().to_numpy(zero_copy_only=False))[:5]
+            first = [f"{units[unit_codes[i]]} @ {scales[scale_codes[i]]}" for i in at]
+            raise EmbeddingsError(
+                f"{source} has rows with a null embedding (first: {first}); {_REGENERATE}."
+            )
+        _fill(batch, unit_codes[start:stop], scale_codes[start:stop], blocks, widths, n_units)
+        start = stop
+    for c, scale in enumerate(scales):
+        absent = counts[:, c] == 0
+        if absent.any():
+            missing = sorted(units[absent].tolist())
+            raise EmbeddingsError(
+                f"Scale {scale!r} lacks embeddings for {len(missing)} units "
+                f"(first: {missing[:5]}); rerun the job to complete it."
+            )
+        if len(widths[c]) != 1:
+            raise EmbeddingsError(
+                f"Scale {scale!r} mixes embedding shapes {sorted((w,) for w in widths[c])}."
+            )
+    return units, dict(zip(scales, blocks, strict=True)), unit_codes
+
+
+def _fill(
+    batch: pa.Array,
+    unit_codes: np.ndarray,
+    scale_codes: np.ndarray,
+    blocks: list[np.ndarray | None],
+    widths: list[set[int]],
+    n_units: int,
+) -> None:
+    """Copy one batch of list-valued rows into the blocks; record each scale's widths.
+
+    A scale's width is that of its first row; its block is allocated then. Rows
+    of a scale with mixed widths are not copied (the caller raises).
+    """
+    lengths = pc.list_value_length(batch).to_numpy().astype(np.int64)
+    values = pc.list_flatten(batch).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    starts = np.cumsum(lengths) - lengths
+    for c in np.unique(scale_codes):
+        sel = np.flatnonzero(scale_codes == c)
+        widths[c].update(np.unique(lengths[sel]).tolist())
+        if blocks[c] is None:
+            blocks[c] = np.empty((n_units, int(lengths[sel[0]])), dtype=np.float32)
+        d = blocks[c].shape[1]
+        if widths[c] != {d}:
+            continue
+        if sel[-1] - sel[0] + 1 == len(sel):  # consecutive rows: their values are one slice
+            first = starts[sel[0]]
+            rows = values[first : first + len(sel) * d].reshape(len(sel), d)
+        else:
+            rows = values[starts[sel][:, None] + np.arange(d)]
+        blocks[c][unit_codes[sel]] = rows
 
 
 def _read_points(
-    table: pa.Table, geo: dict[str, Any], unit_ids: np.ndarray, source: str
+    column: pa.ChunkedArray | None, geo: dict[str, Any], n_rows: int, source: str
 ) -> tuple[np.ndarray, CRS | None]:
-    """Row points ``(x, y)`` (NaN for null geometry) and CRS from a GeoParquet table."""
+    """Row points ``(x, y)`` (NaN for null geometry) and CRS from a GeoParquet WKB column.
+
+    The WKB is parsed :data:`_CHECK_ROWS` rows at a time, so no geometry object
+    outlives its slice.
+    """
     import shapely
 
-    column = geo.get("primary_column", "geometry")
-    spec = geo.get("columns", {}).get(column, {})
-    if column not in table.column_names or spec.get("encoding", "WKB") != "WKB":
+    name = geo.get("primary_column", "geometry")
+    spec = geo.get("columns", {}).get(name, {})
+    if column is None or spec.get("encoding", "WKB") != "WKB":
         raise EmbeddingsError(
-            f"{source} declares geometry column {column!r} with encoding "
+            f"{source} declares geometry column {name!r} with encoding "
             f"{spec.get('encoding')!r}; only a WKB point column is read; {_REGENERATE}."
         )
-    geoms = shapely.from_wkb(np.asarray(table.column(column).to_pylist(), dtype=object))
-    present = ~shapely.is_missing(geoms)
-    kinds = set(shapely.get_type_id(geoms[present]).tolist())
+    coords = np.full((n_rows, 2), np.nan)
+    kinds: set[int] = set()
+    any_present = False
+    start = 0
+    for chunk in column.chunks:
+        for offset in range(0, len(chunk), _CHECK_ROWS):
+            piece = chunk.slice(offset, _CHECK_ROWS)
+            geoms = shapely.from_wkb(piece.to_numpy(zero_copy_only=False))
+            present = ~shapely.is_missing(geoms)
+            any_present = any_present or bool(present.any())
+            kinds.update(np.unique(shapely.get_type_id(geoms[present])).tolist())
+            if kinds <= {0}:
+                rows = start + np.flatnonzero(present)
+                coords[rows, 0] = shapely.get_x(geoms[present])
+                coords[rows, 1] = shapely.get_y(geoms[present])
+            start += len(piece)
     if kinds - {0}:
         raise EmbeddingsError(
             f"{source} holds non-point geometries (type ids {sorted(kinds)}); each unit needs one "
             f"point; {_REGENERATE}."
         )
-    coords = np.full((len(unit_ids), 2), np.nan)
-    coords[present, 0] = shapely.get_x(geoms[present])
-    coords[present, 1] = shapely.get_y(geoms[present])
     if "crs" not in spec:  # GeoParquet default
         crs = CRS.from_user_input("OGC:CRS84")
     elif spec["crs"] is None:
         crs = None
     else:
         crs = CRS.from_json_dict(spec["crs"])
-    if crs is None and present.any():
+    if crs is None and any_present:
         raise EmbeddingsError(
             f"{source} has points with an unknown CRS (crs: null); {_REGENERATE}."
         )

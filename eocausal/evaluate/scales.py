@@ -337,7 +337,8 @@ def fit_scale_combinations(
     fitted: dict[str, FittedCombination] = {}
     for combo in combos:
         builder = MultiScaleFeatures(
-            scales=list(combo), pca_components=pca_components, standardize=standardize
+            scales=list(combo), pca_components=pca_components, standardize=standardize,
+            random_state=protocol.seed,
         )
         builder.fit(emb_train, cov_train)
         model = protocol.fit_part(learner, builder.transform(emb_train, cov_train).X, data.T, data.Y, train, **kw)
@@ -345,7 +346,8 @@ def fit_scale_combinations(
         priorities[_combo_name(combo)] = np.asarray(effect, dtype=np.float64).reshape(-1)
         fitted[_combo_name(combo)] = FittedCombination(builder, model)
     all_scales = MultiScaleFeatures(
-        scales=embeddings.scales, pca_components=pca_components, standardize=standardize
+        scales=embeddings.scales, pca_components=pca_components, standardize=standardize,
+        random_state=protocol.seed,
     )
     all_scales.fit(emb_eval, cov_eval)
     evaluator = protocol.fit_part(

@@ -102,7 +102,8 @@ def fit_outcome_stage(cfg: Any, *, log: Log = _nolog, progress: bool = True) -> 
     ids = np.array([u for u in study.units.unit_id if u in embedded], dtype=str)
     emb = stage.embeddings.subset(ids)
     f = cfg.features
-    builder = MultiScaleFeatures(scales=f.scales, pca_components=f.pca_components, standardize=f.standardize)
+    builder = MultiScaleFeatures(scales=f.scales, pca_components=f.pca_components, standardize=f.standardize,
+                                random_state=cfg.seed)
     X = builder.fit(emb).transform(emb).X
     y = study.units.subset(ids).outcome.astype(float)
     out = cfg.run_dir / "outcome"

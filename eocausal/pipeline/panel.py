@@ -42,7 +42,7 @@ def panel_stage(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, *, log: L
     else:
         log("propensity of ever being treated from the image features and covariates (cross-fitted) ...")
         X = MultiScaleFeatures(scales=f.scales, pca_components=f.pca_components,
-                               standardize=f.standardize).fit(emb, covariates).transform(emb, covariates).X
+                               standardize=f.standardize, random_state=cfg.seed).fit(emb, covariates).transform(emb, covariates).X
         propensity = estimate_propensity(X, T, n_folds=cfg.estimate.n_folds, clusters=units.clusters,
                                          sample_weight=units.weights, seed=cfg.seed)
     panel = study.panel[study.panel[s.id_col].isin(set(ids.tolist()))]
