@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from eocausal.atomic import write_parquet
@@ -212,15 +212,10 @@ def merge_shards(
         raise NothingEmbeddedError(
             f"No unit was embedded ({len(exclusions)} excluded); see the exclusions for why."
         )
-    col = emb.column("embedding").combine_chunks()
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    vectors = [flat[a : a + k] for a, k in zip(starts, lengths, strict=True)]
-    embeddings = Embeddings.from_records(
-        emb.column("unit_id").to_pylist(), emb.column("scale").to_pylist(), vectors, metadata
-    )
-    return embeddings, exclusions
+    # the streaming reader of the artifact: blocks filled batch by batch, no object per row
+    long = emb.select(["unit_id", "scale", "embedding"]).replace_schema_metadata(None)
+    read = Embeddings.from_table(long, source=f"the shards in {str(shard_dir)!r}")
+    return Embeddings(read.unit_ids, read.vectors, metadata), exclusions
 
 
 def prune_stale_rows(shard_dir: Path, fingerprints: np.ndarray) -> None:
