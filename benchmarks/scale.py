@@ -130,8 +130,27 @@ def simulate(n: int, scales: int, dims: int, seed: int):
     return vectors, covariates, T, Y, tau
 
 
+def write_study(args) -> dict:
+    """Simulate ``args.setup`` units; write the Embeddings artifact and the rest (npz); time the write."""
+    from eocausal.embeddings import Embeddings
+
+    n = args.setup
+    vectors, covariates, T, Y, tau = simulate(n, args.scales, args.dims, args.seed)
+    np.savez(args.data, covariates=covariates, T=T, Y=Y, tau=tau)
+    emb = Embeddings(np.array([f"u{i}" for i in range(n)]), vectors)
+    vectors.clear()
+    t0 = time.perf_counter()
+    emb.save(args.artifact)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "setup_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
 def run_one(args) -> dict:
-    """All requested steps at one n, in this process; returns the measurements."""
+    """All requested steps at one n, in this process (the artifact written by a
+    :func:`write_study` process before); returns the measurements."""
     import pandas as pd
 
     from eocausal.embeddings import Embeddings
@@ -144,6 +163,7 @@ def run_one(args) -> dict:
         estimate_propensity,
         make_folds,
     )
+    from eocausal.estimate.cate import resolved_settings
     from eocausal.evaluate import calibration_test, rate
     from eocausal.features import MultiScaleFeatures
 
@@ -153,13 +173,15 @@ def run_one(args) -> dict:
     out: dict = {"n": n, "steps": {}, "notes": []}
     out["rss_after_imports_mb"] = sampler.current_mb()
 
-    vectors, covariates, T, Y, tau = simulate(n, args.scales, args.dims, seed)
+    with np.load(args.data) as z:
+        covariates, T, Y, tau = z["covariates"], z["T"], z["Y"], z["tau"]
     unit_ids = np.array([f"u{i}" for i in range(n)])
     cov = pd.DataFrame(covariates, columns=["c_latent", "c_noise1", "c_noise2"], index=unit_ids)
     held_out = np.zeros(n, dtype=bool)
     held_out[np.random.default_rng(seed + 1).permutation(n)[: n // 2]] = True
     train = ~held_out
     out["rss_after_simulation_mb"] = sampler.current_mb()
+    out["artifact_mb"] = args.artifact.stat().st_size / 2**20
 
     def timed(name, fn):
         sampler.start()
@@ -175,16 +197,11 @@ def run_one(args) -> dict:
         print(f"  n={n:,} {name}: {seconds:.2f} s, +{growth:.0f} MB", file=sys.stderr, flush=True)
         return result
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "embeddings.parquet"
-        timed("save", lambda: Embeddings(unit_ids, vectors).save(path))
-        out["artifact_mb"] = path.stat().st_size / 2**20
-        vectors.clear()  # drop the in-memory blocks: the step reads the artifact
-        emb = (
-            timed("load", lambda: Embeddings.load(path))
-            if "load" in steps
-            else Embeddings.load(path)
-        )
+    emb = (
+        timed("load", lambda: Embeddings.load(args.artifact))
+        if "load" in steps
+        else Embeddings.load(args.artifact)
+    )
 
     def features():
         return MultiScaleFeatures(pca_components=args.pca).fit_transform(emb, covariates=cov).X
@@ -203,19 +220,24 @@ def run_one(args) -> dict:
 
     tau_hat = None
     learners = {"causal_forest": CausalForest, "dr_learner": DRLearner}
+    fitted = {}
     for name in LEARNERS:
         if name not in steps:
             continue
 
         def fit_predict(cls=learners[name]):
-            est = cls(n_estimators=args.n_estimators, propensity=e_hat[train], random_state=seed)
+            small_n = {"max_samples": 0.45} | ({"final_model": "forest"} if cls is DRLearner else {})
+            settings = small_n if args.learner_settings == "defaults" else {}
+            est = cls(n_estimators=args.n_estimators, propensity=e_hat[train], random_state=seed, **settings)
             est.fit(X[train], T[train], Y[train])
+            fitted[name] = est
             full = np.empty(n)
             full[train] = est.effect_oof_
             full[held_out] = est.effect(X[held_out])
             return full
 
         full = timed(name, fit_predict)
+        out["steps"][name]["settings"] = resolved_settings(fitted[name])
         mse = float(np.mean((full[held_out] - tau[held_out]) ** 2))
         out["steps"][name]["mse_held_out"] = mse
         out["steps"][name]["mse_constant_ate"] = float(
@@ -258,6 +280,11 @@ def run_one(args) -> dict:
     return out
 
 
+def _child(cmd: list[str]) -> dict:
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def exponent(t1: float, t2: float, n1: int, n2: int) -> float:
     return math.log(t2 / t1) / math.log(n2 / n1)
 
@@ -282,6 +309,17 @@ def report(results: list[dict]) -> str:
                 f"{exponent(sa['seconds'], sb['seconds'], a['n'], b['n']):.2f}" if ok else "-"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    analysis = [s for s in STEPS if s != "save"]
+    totals = [sum(r["steps"][s]["seconds"] for s in analysis if s in r["steps"]) for r in results]
+    lines.append(
+        "| **all steps, load to calibration (s)** | "
+        + " | ".join(f"{t:.1f}" for t in totals)
+        + "".join(
+            f" | {exponent(a, b, r1['n'], r2['n']):.2f}"
+            for (a, b), (r1, r2) in zip(itertools.pairwise(totals), pairs, strict=True)
+        )
+        + " |"
+    )
     lines.append(
         "| peak RSS of the process (MB) | "
         + " | ".join(f"{r['peak_rss_mb']:.0f}" for r in results)
@@ -332,6 +370,12 @@ def main(argv=None) -> None:
     parser.add_argument("--pca", type=int, default=10, help="PCA components per scale")
     parser.add_argument("--n-estimators", type=int, default=200)
     parser.add_argument("--n-bootstrap", type=int, default=200)
+    parser.add_argument(
+        "--learner-settings",
+        choices=["auto", "defaults"],
+        default="auto",
+        help="auto: the learners' large-n rules; defaults: the small-n settings at every n",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the raw measurements here")
     parser.add_argument(
@@ -342,6 +386,9 @@ def main(argv=None) -> None:
         help="print the table of earlier --json files (merged) and exit",
     )
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--setup", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--artifact", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.report is not None:
@@ -350,6 +397,9 @@ def main(argv=None) -> None:
     if args.child is not None:
         print(json.dumps(run_one(args)))
         return
+    if args.setup is not None:
+        print(json.dumps(write_study(args)))
+        return
 
     print(
         f"# {platform.machine()}, nproc {os.cpu_count()}, Python {platform.python_version()}, "
@@ -357,30 +407,20 @@ def main(argv=None) -> None:
         flush=True,
     )
     results = []
+    common = ["--scales", str(args.scales), "--dims", str(args.dims), "--seed", str(args.seed)]
     for n in args.n:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            str(n),
-            "--steps",
-            *args.steps,
-            "--scales",
-            str(args.scales),
-            "--dims",
-            str(args.dims),
-            "--pca",
-            str(args.pca),
-            "--n-estimators",
-            str(args.n_estimators),
-            "--n-bootstrap",
-            str(args.n_bootstrap),
-            "--seed",
-            str(args.seed),
-        ]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        with tempfile.TemporaryDirectory() as tmp:
+            files = ["--artifact", str(Path(tmp) / "embeddings.parquet"), "--data", str(Path(tmp) / "study.npz")]
+            setup = _child([sys.executable, __file__, "--setup", str(n), *files, *common])
+            result = _child(
+                [sys.executable, __file__, "--child", str(n), *files, *common, "--steps", *args.steps,
+                 "--pca", str(args.pca), "--n-estimators", str(args.n_estimators),
+                 "--n-bootstrap", str(args.n_bootstrap), "--learner-settings", args.learner_settings]
+            )
+        result["steps"]["save"] = {"seconds": setup["seconds"], "rss_growth_mb": 0.0}
+        result["setup_peak_rss_mb"] = setup["setup_peak_rss_mb"]
+        results.append(result)
         print(
             f"# n = {n:,} done in {time.perf_counter() - t0:.0f} s "
             f"(load average {os.getloadavg()[0]:.2f})",

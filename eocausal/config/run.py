@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from eocausal.config.loading import Strict as _Strict
 from eocausal.config.loading import check_run_dir, load_yaml, resolver, validate
@@ -80,15 +80,37 @@ class EstimateConfig(_Strict):
     ``design: cross_section`` (one row per unit): CATE, ATE and RATE. ``design: panel``
     (one row per unit and period, ``study.time_col``): two-way fixed effects and Hajek
     IPW with image propensities (see :func:`eocausal.estimate.panel_effects`).
+
+    Large n: ``max_samples`` (share of units per tree of the learner's forests;
+    ``auto`` = ``min(0.45, 20000 / n)``, so 0.45 up to 44,444 units and at most
+    20,000 units per tree beyond) and ``final_model`` (the DR learner's final
+    stage; ``auto`` = gradient boosting from 20,000 units on, the honest forest
+    below) are resolved per fit from its number of units; ``results.json`` records
+    the resolved values under ``cate.learner_settings``. See
+    :mod:`eocausal.estimate.cate`.
     """
 
     design: Literal["cross_section", "panel"] = "cross_section"
     learner: Literal["causal_forest", "dr_learner", "t_learner"] = "causal_forest"
     n_estimators: Annotated[int, Field(ge=4)] = 400
     min_samples_leaf: Annotated[int, Field(ge=1)] = 10
+    max_samples: Literal["auto"] | float = "auto"
+    final_model: Literal["auto", "forest", "hgb"] = "auto"
     n_folds: Annotated[int, Field(ge=2)] = 3
     backend: Literal["local", "dask"] = "local"
     scheduler: str | None = None
+
+    @field_validator("max_samples", mode="before")
+    @classmethod
+    def _max_samples(cls, value: Any) -> Any:
+        if value == "auto" or (
+            isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 0.5
+        ):
+            return value
+        raise ValueError(
+            f"must be 'auto' or a number in (0, 0.5], the share of units each tree draws "
+            f"(honest forests draw from half of the units); got {value!r}"
+        )
 
     @model_validator(mode="after")
     def _scheduler(self) -> EstimateConfig:
@@ -96,6 +118,11 @@ class EstimateConfig(_Strict):
             raise ValueError(
                 "`backend: dask` needs `scheduler` (an address such as 'tcp://10.0.0.1:8786', "
                 "or 'local' for a cluster on this machine), and `scheduler` is used only with it"
+            )
+        if self.final_model != "auto" and self.learner != "dr_learner":
+            raise ValueError(
+                f"`final_model: {self.final_model}` is the DR learner's final stage and is used "
+                f"only with `learner: dr_learner` (got `learner: {self.learner}`); remove it"
             )
         return self
 

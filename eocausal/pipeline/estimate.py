@@ -35,13 +35,22 @@ from eocausal.pipeline.correction import run_debias
 from eocausal.pipeline.folder import file_fingerprint, fingerprint, is_current, write_manifest
 from eocausal.pipeline.study import Log, PreparedStudy, _nolog, check_split
 
-__all__ = ["Estimates", "estimate_stage", "load_estimates", "make_learner", "refit_run_model"]
+__all__ = ["Estimates", "estimate_stage", "learner_record", "load_estimates", "make_learner",
+           "refit_run_model"]
 
 _OPTIONAL = ("clusters", "weights", "tau_true", "naive_Y")
 
 
 def make_learner(cfg: RunConfig, propensity: Any):
-    """The configured CATE learner (unfitted) with ``propensity`` (float, per-unit array or None)."""
+    """The configured CATE learner (unfitted) with ``propensity`` (float, per-unit array or None).
+
+    The n-dependent settings (``estimate.max_samples``, ``estimate.final_model``) are
+    passed as configured; ``"auto"`` leaves them to the learner's rules, resolved at
+    each fit from its number of units (:func:`eocausal.estimate.cate.auto_max_samples`,
+    :func:`eocausal.estimate.cate.auto_final_model`), so the training-half model and
+    the all-units model may resolve differently. :func:`learner_record` reads back
+    what they chose.
+    """
     from eocausal.estimate import CausalForest, DRLearner, TLearner
 
     e = cfg.estimate
@@ -49,13 +58,28 @@ def make_learner(cfg: RunConfig, propensity: Any):
         return CausalForest(
             n_estimators=e.n_estimators,
             min_samples_leaf=e.min_samples_leaf,
+            max_samples=e.max_samples,
             n_folds=e.n_folds,
             propensity=propensity,
             random_state=cfg.seed,
         )
     if e.learner == "dr_learner":
-        return DRLearner(n_folds=e.n_folds, propensity=propensity, random_state=cfg.seed)
-    return TLearner(n_folds=e.n_folds, propensity=propensity, random_state=cfg.seed)
+        return DRLearner(max_samples=e.max_samples, final_model=e.final_model, n_folds=e.n_folds,
+                         propensity=propensity, random_state=cfg.seed)
+    return TLearner(max_samples=e.max_samples, n_folds=e.n_folds, propensity=propensity,
+                    random_state=cfg.seed)
+
+
+def learner_record(cfg: RunConfig, cate_model: Any, ate_model: Any) -> dict[str, Any]:
+    """The learner and the settings its fits resolved, for ``estimate.json`` and ``results.json``.
+
+    ``cate_model`` is the run's CATE model (training half), ``ate_model`` the
+    all-units model; each entry is :func:`eocausal.estimate.cate.resolved_settings`.
+    """
+    from eocausal.estimate.cate import resolved_settings
+
+    return {"name": cfg.estimate.learner, "cate_model": resolved_settings(cate_model),
+            "ate_model": resolved_settings(ate_model)}
 
 
 @dataclass
@@ -80,7 +104,8 @@ class Estimates:
     eval_scores, eval_outcome, eval_propensity, eval_effect : ndarray of shape (n_test,)
         The evaluation model's out-of-fold DR scores, m̂, ê and τ̂ on the held-out units.
     tau_test, lower_test, upper_test : ndarray of shape (n_test,)
-        The run's CATE model on the held-out units, with intervals for its expected prediction.
+        The run's CATE model on the held-out units, with intervals for its expected prediction
+        (NaN when the model has none: the DR learner's gradient-boosting final stage).
     tau_train : ndarray of shape (n_train,)
         The run's CATE model's out-of-bag effects on its training units.
     outcome_all, effect_all : ndarray of shape (n,)
@@ -88,7 +113,8 @@ class Estimates:
     clusters, weights, tau_true, naive_Y : ndarray or None
     info : dict
         Names (``all_name``, ``combinations`` with their number of scales), ``compare``,
-        ``propensity_source`` and the debiasing block.
+        ``propensity_source``, the debiasing block and ``learner``, the settings the
+        learner's fits resolved (:func:`learner_record`).
     run_model : FittedCombination or None
         The run's CATE model and its features, in memory only (see :func:`refit_run_model`).
     """
@@ -218,8 +244,8 @@ def _estimate_stage(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, embed
     weights = units.weights
     check_split(cfg, T, clusters)
 
-    X_all = MultiScaleFeatures(scales=f.scales, pca_components=f.pca_components,
-                               standardize=f.standardize).fit(emb, covariates).transform(emb, covariates).X
+    X_all = MultiScaleFeatures(scales=f.scales, pca_components=f.pca_components, standardize=f.standardize,
+                               random_state=cfg.seed).fit(emb, covariates).transform(emb, covariates).X
     source = "known" if cfg.study.propensity is not None else "column" if known is not None else "estimated"
     if known is None:
         log("propensity of treatment from the image features and covariates (cross-fitted) ...")
@@ -274,6 +300,7 @@ def _estimate_stage(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, embed
             "combinations": {name: len(c) for name, c in zip(fits.priorities, fits.combinations)},
             "propensity_source": source,
             "debias": debias_block,
+            "learner": learner_record(cfg, run_model.model, all_model),
         },
         key=key, run_model=run_model,
     )
@@ -316,7 +343,7 @@ def refit_run_model(cfg: RunConfig, study: PreparedStudy, emb: Embeddings, est: 
     scale_emb = _scale_embeddings(cfg, emb)
     cov_train = covariates.iloc[est.train] if covariates is not None else None
     builder = MultiScaleFeatures(scales=list(scale_emb.scales), pca_components=f.pca_components,
-                                 standardize=f.standardize)
+                                 standardize=f.standardize, random_state=cfg.seed)
     emb_train = scale_emb.subset(est.ids[est.train])
     builder.fit(emb_train, cov_train)
     model = HonestSplit.fit_part(make_learner(cfg, known), builder.transform(emb_train, cov_train).X,

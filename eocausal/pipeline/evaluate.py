@@ -225,8 +225,10 @@ def _cate_section(cfg: RunConfig, est: Estimates) -> dict[str, Any]:
     if tau_true is not None:
         frame["tau_true"] = tau_true
     write_csv(frame, cfg.run_dir / "cate.csv", float_format="%.10g")
+    settings = est.info.get("learner")
     block: dict[str, Any] = {
         "learner": cfg.estimate.learner,
+        "learner_settings": settings,
         "n_train": int(len(train)),
         "n_held_out": int(len(test)),
         "mean_tau_hat_held_out": float(np.mean(est.tau_test)),
@@ -239,6 +241,14 @@ def _cate_section(cfg: RunConfig, est: Estimates) -> dict[str, Any]:
             "contained tau(x) in 65% of cases (docs/benchmarks.md, 'Pointwise CATE intervals')."
         ),
     }
+    if settings is not None and not settings["cate_model"]["intervals"]:
+        why = settings["cate_model"]["final_model_reason"]
+        block["interval_note"] = (
+            "cate.csv columns expected_tau_hat_lower/expected_tau_hat_upper are empty: the DR "
+            f"learner's final stage is gradient boosting ({why}), which has no variance "
+            "estimate; set `estimate.final_model: forest` for intervals for the forest's "
+            "expected prediction (slower at large n)."
+        )
     if tau_true is not None:
         T, Y = est.T, est.Y
         block["corr_with_true_tau_held_out"] = float(np.corrcoef(est.tau_test, tau_true[test])[0, 1])
