@@ -10,7 +10,7 @@ wall-clock seconds for ``fit`` and for ``effect`` on the held-out half and the
 process's CPU seconds for both (all threads; steadier than wall time on a shared
 machine), held-out MSE(τ̂), out-of-fold MSE(τ̂) on the training half
 (``effect_oof_``), and the settings the learner resolved
-(:func:`eocausal.estimate.cate.resolved_settings`).
+(:func:`eocausal.estimate.forest_settings.resolved_settings`).
 
 Learners are given as ``NAME[:key=value,...]`` with NAME ``causal_forest``,
 ``dr_learner`` or ``t_learner`` and keyword arguments of that class (numbers are
@@ -153,7 +153,7 @@ def study(n: int, seed: int, cache: Path | None) -> dict[str, np.ndarray]:
 
 def run_learner(name: str, kwargs: dict, data: dict, n_estimators: int, seed: int) -> dict:
     """Fit one learner on the training half; time it and score it against the true τ."""
-    from eocausal.estimate import cate
+    from eocausal.estimate import forest_settings
 
     X, T, Y, tau, e, held = (data[k] for k in ("X", "T", "Y", "tau", "e", "held_out"))
     train = ~held
@@ -177,7 +177,7 @@ def run_learner(name: str, kwargs: dict, data: dict, n_estimators: int, seed: in
         "mse_constant_ate": float(np.mean((tau[held] - tau[held].mean()) ** 2)),
         "load_average_before": load,
         "load_average_after": os.getloadavg()[0],
-        "settings": cate.resolved_settings(model),
+        "settings": forest_settings.resolved_settings(model),
     }
 
 

@@ -163,7 +163,7 @@ def run_one(args) -> dict:
         estimate_propensity,
         make_folds,
     )
-    from eocausal.estimate.cate import resolved_settings
+    from eocausal.estimate.forest_settings import resolved_settings
     from eocausal.evaluate import calibration_test, rate
     from eocausal.features import MultiScaleFeatures
 

@@ -21,7 +21,8 @@ from eocausal.estimate.ate import (
     hajek_weights,
     overlap_diagnostics,
 )
-from eocausal.estimate.cate import CausalForest, DRLearner, TLearner, default_mtry, grf_mtry
+from eocausal.estimate.cate import CausalForest, DRLearner, TLearner
+from eocausal.estimate.forest_settings import default_mtry, grf_mtry
 from eocausal.estimate.nuisance import (
     crossfit_arm_outcomes,
     crossfit_outcome,

@@ -46,8 +46,8 @@ def make_learner(cfg: RunConfig, propensity: Any):
 
     The n-dependent settings (``estimate.max_samples``, ``estimate.final_model``) are
     passed as configured; ``"auto"`` leaves them to the learner's rules, resolved at
-    each fit from its number of units (:func:`eocausal.estimate.cate.auto_max_samples`,
-    :func:`eocausal.estimate.cate.auto_final_model`), so the training-half model and
+    each fit from its number of units (:func:`eocausal.estimate.forest_settings.auto_max_samples`,
+    :func:`eocausal.estimate.forest_settings.auto_final_model`), so the training-half model and
     the all-units model may resolve differently. :func:`learner_record` reads back
     what they chose.
     """
@@ -74,9 +74,9 @@ def learner_record(cfg: RunConfig, cate_model: Any, ate_model: Any) -> dict[str,
     """The learner and the settings its fits resolved, for ``estimate.json`` and ``results.json``.
 
     ``cate_model`` is the run's CATE model (training half), ``ate_model`` the
-    all-units model; each entry is :func:`eocausal.estimate.cate.resolved_settings`.
+    all-units model; each entry is :func:`eocausal.estimate.forest_settings.resolved_settings`.
     """
-    from eocausal.estimate.cate import resolved_settings
+    from eocausal.estimate.forest_settings import resolved_settings
 
     return {"name": cfg.estimate.learner, "cate_model": resolved_settings(cate_model),
             "ate_model": resolved_settings(ate_model)}

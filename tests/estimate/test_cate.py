@@ -10,9 +10,8 @@ from sklearn.base import clone
 
 from eocausal.errors import InputDataError, NotFittedError
 from eocausal.estimate import CausalForest, DRLearner, TLearner, default_mtry, dr_scores, grf_mtry
-from eocausal.estimate.cate import check_trees_per_bag
+from eocausal.estimate.forest_settings import check_trees_per_bag
 from eocausal.simulate import simulate_cate_problem
-
 
 FAST = {"n_estimators": 60, "n_folds": 3, "n_jobs": 1, "random_state": 0}
 RCT = {**FAST, "propensity": 0.5}

@@ -17,8 +17,8 @@ from sklearn.dummy import DummyRegressor
 from eocausal.config.loading import validate
 from eocausal.config.run import EstimateConfig
 from eocausal.errors import ConfigError, InputDataError
-from eocausal.estimate import CausalForest, DRLearner, TLearner, cate
-from eocausal.estimate.cate import auto_final_model, auto_max_samples, resolved_settings
+from eocausal.estimate import CausalForest, DRLearner, TLearner, forest_settings
+from eocausal.estimate.forest_settings import auto_final_model, auto_max_samples, resolved_settings
 from eocausal.estimate.nuisance import default_outcome_model
 from eocausal.pipeline.estimate import make_learner
 
@@ -80,7 +80,7 @@ def test_auto_is_bit_identical_to_small_n_settings(learner):
 
 def test_causal_forest_trees_draw_the_capped_subsample(monkeypatch):
     """With the cap lowered to 150 units, n = 1,000 is 'large': every tree draws 150 units."""
-    monkeypatch.setattr(cate, "AUTO_TREE_SAMPLES", 150)
+    monkeypatch.setattr(forest_settings, "AUTO_TREE_SAMPLES", 150)
     X, T, Y, _ = _rct(1_000, 1)
     model = CausalForest(**FAST, propensity=0.5).fit(X, T, Y)
     assert model.max_samples_ == pytest.approx(0.15)
@@ -180,7 +180,7 @@ def test_hgb_intervals_are_nan_and_recorded(hgb_fit):
 
 
 def test_auto_final_model_switches_at_the_threshold(monkeypatch):
-    monkeypatch.setattr(cate, "AUTO_HGB_MIN_UNITS", 1_000)
+    monkeypatch.setattr(forest_settings, "AUTO_HGB_MIN_UNITS", 1_000)
     X, T, Y, _ = _rct(1_200, 7)
     big = DRLearner(**FAST, propensity=0.5).fit(X, T, Y)
     small = DRLearner(**FAST, propensity=0.5).fit(X[:900], T[:900], Y[:900])
