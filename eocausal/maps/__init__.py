@@ -29,10 +29,11 @@ from eocausal.maps.cog import Band
 from eocausal.maps.grid import RegionGrid, Tile, utm_crs
 from eocausal.maps.job import run_map_job
 from eocausal.maps.sample import sample_map
-from eocausal.maps.support import support_flags
+from eocausal.maps.support import FeatureSupport, support_flags
 
 __all__ = [
     "Band",
+    "FeatureSupport",
     "MapArtifact",
     "RegionGrid",
     "Tile",

@@ -169,7 +169,7 @@ def _region_grid(cfg: Any, study: PreparedStudy):
 def map_stage(cfg: Any, *, log: Log = _nolog, progress: bool = True):
     """Predict the outcome over ``cfg.region`` tile by tile; write the COG and the map artifact."""
     from eocausal.imagery import ChipDataset
-    from eocausal.maps import MapArtifact, run_map_job, support_flags
+    from eocausal.maps import FeatureSupport, MapArtifact, run_map_job
     from eocausal.units import StudyUnits
 
     fitted = fit_outcome_stage(cfg, log=log, progress=progress)
@@ -182,6 +182,7 @@ def map_stage(cfg: Any, *, log: Log = _nolog, progress: bool = True):
     source = build_imagery(cfg, [str(p) for p in r.imagery])[0] if other_date else study.source
     encoder = fitted.stage.encoder or build_encoder(cfg, ChipDataset(study.units, study.source, study.spec))
     out = cfg.run_dir / "map"
+    support = FeatureSupport(k=r.support_k, quantile=r.support_quantile).fit(fitted.train_features)
     log(f"map: {grid.n_cells} cells of {r.cell_size_m:g} m in tiles of {r.tile_cells} x {r.tile_cells} ...")
 
     def predict_tile(tile, points: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -204,8 +205,7 @@ def map_stage(cfg: Any, *, log: Log = _nolog, progress: bool = True):
             rows = pd.Index(points["unit_id"].astype(str)).get_indexer(emb.unit_ids)
             prediction[rows] = fitted.model.predict(X)
             valid[rows] = 1
-            flag, _ = support_flags(fitted.train_features, X, k=r.support_k, quantile=r.support_quantile)
-            outside[rows] = flag.astype(np.float32)
+            outside[rows] = support.predict(X).astype(np.float32)
         return {"prediction": prediction, "valid": valid, "out_of_support": outside}
 
     key = fingerprint({"outcome": fitted.key, "region": r.model_dump(mode="json"), "bands": MAP_BANDS,

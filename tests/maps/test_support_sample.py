@@ -10,7 +10,7 @@ from rasterio.transform import from_origin
 from scipy.spatial.distance import cdist
 
 from eocausal.errors import CRSMismatchError, InputDataError
-from eocausal.maps import sample_map, support_flags
+from eocausal.maps import FeatureSupport, sample_map, support_flags
 
 
 def test_support_flags_inside_cloud_kept_far_points_flagged():
@@ -40,6 +40,31 @@ def test_support_flags_match_brute_force_leave_one_out_with_duplicates():
     np.testing.assert_allclose(dist, brute, rtol=1e-12)
     np.testing.assert_array_equal(flag, brute > threshold)
     assert 0 < flag.sum() < len(cells)
+
+
+def test_fitted_support_is_exact_in_many_dimensions_and_blocks(monkeypatch):
+    """Hundreds of features (where trees degrade), blocks of a few rows: still the brute-force k-th distance."""
+    from eocausal.maps import support as support_module
+
+    rng = np.random.default_rng(2)
+    train = rng.normal(size=(300, 256))
+    cells = np.vstack([rng.normal(size=(200, 256)), train[:3] + 1e-9])  # three cells nearly on training points
+    monkeypatch.setattr(support_module, "_BLOCK_BYTES", 8 * 300 * 7)  # 7 rows per block
+    k = 5
+    fitted = FeatureSupport(k=k, quantile=0.95).fit(train)
+    d_train = cdist(train, train)
+    np.fill_diagonal(d_train, np.inf)
+    assert fitted.threshold_ == pytest.approx(np.quantile(np.sort(d_train, axis=1)[:, k - 1], 0.95), rel=1e-12)
+    brute = np.sort(cdist(cells, train), axis=1)[:, k - 1]
+    np.testing.assert_allclose(fitted.distance(cells), brute, rtol=1e-12)
+    np.testing.assert_array_equal(fitted.predict(cells), brute > fitted.threshold_)
+    flag, dist = support_flags(train, cells, k=k, quantile=0.95)
+    np.testing.assert_array_equal(dist, fitted.distance(cells))
+    assert fitted.n_features_in_ == 256 and fitted.distance(np.zeros((0, 256))).shape == (0,)
+    with pytest.raises(InputDataError, match="not fitted"):
+        FeatureSupport().predict(cells)
+    with pytest.raises(InputDataError, match="columns"):
+        fitted.predict(cells[:, :10])
 
 
 def test_support_flags_check_inputs():
