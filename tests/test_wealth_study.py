@@ -14,8 +14,8 @@ from eocausal.errors import ConfigError
 from eocausal.simulate import WealthStudy, make_wealth_study
 from eocausal.simulate import wealth as wealth_module
 
-SIZES = {"scene_size": 384, "n_survey": 300, "n_trials": 9, "units_per_trial": 60}
-RADIUS_PX = wealth_module.RADIUS_M / wealth_module.PIXEL_M
+SIZES = {"scene_size": 384, "n_survey": 300, "n_trials": 9, "units_per_trial": 10}
+HALF = wealth_module.AREA_PX // 2  # a unit's area: |row - r| <= HALF and |col - c| <= HALF
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def _pixels(path, lon, lat):
 
 
 def _brute_force_endline(world, only=None):
-    """Baseline wealth plus tau_j on the 300 m disc of each treated unit j (or of unit ``only``)."""
+    """Baseline wealth plus tau_j on the area of each treated unit j (or of unit ``only``)."""
     units = world.units
     h, w = world.wealth_base.shape
     rr, cc = np.mgrid[0:h, 0:w]
@@ -50,7 +50,7 @@ def _brute_force_endline(world, only=None):
     which = [only] if only is not None else np.flatnonzero(units["treated"].to_numpy() == 1)
     for j in which:
         r, c, tau = units.loc[j, ["row", "col", "tau_true"]]
-        wealth += tau * ((rr - r) ** 2 + (cc - c) ** 2 <= RADIUS_PX**2)
+        wealth += tau * ((np.abs(rr - r) <= HALF) & (np.abs(cc - c) <= HALF))
     return wealth
 
 
@@ -111,24 +111,24 @@ def test_endline_wealth_and_unit_effects_match_a_brute_force_recomputation(world
     assert np.isnan(surface[~valid]).all()
 
 
-def test_endline_scene_differs_from_baseline_only_on_treated_discs(world, study):
+def test_endline_scene_differs_from_baseline_only_on_treated_areas(world, study):
     units = world.units
     on = units[(units["treated"] == 1) & (units["tau_true"] > 0)]
     h, w = world.wealth_base.shape
     rr, cc = np.mgrid[0:h, 0:w]
-    discs = np.zeros((h, w), dtype=bool)
+    areas = np.zeros((h, w), dtype=bool)
     for r, c in on[["row", "col"]].to_numpy():
-        discs |= (rr - r) ** 2 + (cc - c) ** 2 <= RADIUS_PX**2
+        areas |= (np.abs(rr - r) <= HALF) & (np.abs(cc - c) <= HALF)
     changed = np.any(_read(study.scene_path) != _read(study.baseline_scene_path), axis=0)
-    assert not (changed & ~discs).any()
-    assert changed[discs].mean() > 0.5  # greenness moves on most pixels, roofs on some
+    assert not (changed & ~areas).any()
+    assert changed[areas].mean() > 0.5  # greenness moves on most pixels, roofs on some
     new_roofs = world.endline.built & ~world.baseline.built
-    assert new_roofs.sum() > 100 and not (new_roofs & ~discs).any()
+    assert new_roofs.sum() > 100 and not (new_roofs & ~areas).any()
     assert not (world.baseline.built & ~world.endline.built).any()  # wealth only rises
 
 
 def test_rendering_is_one_function_of_wealth_whatever_moved_it(world):
-    """Pixels of equal endline wealth have the same roof frequency on treated discs and elsewhere."""
+    """Pixels of equal endline wealth have the same roof frequency on treated areas and elsewhere."""
     change = world.wealth_end - world.wealth_base
     valid = world.noise.valid & ~world.noise.roads
     treated_px = valid & (change > 0.3)  # wealth raised by a treatment
@@ -151,18 +151,26 @@ def test_rendering_is_one_function_of_wealth_whatever_moved_it(world):
     assert roof[treated_px].mean() > world.baseline.built[treated_px].mean() + 0.01
 
 
-def test_difference_in_means_of_endline_truth_is_unbiased_for_the_true_ate(world):
-    """Neighbours' discs spill over onto a unit but independently of its own arm."""
+def test_units_are_areas_that_tile_their_windows_without_spillovers(world):
+    """Disjoint areas inside their trial's window: a unit's change is exactly its own W_i tau_i."""
     units = world.units
     r, c = units["row"].to_numpy(), units["col"].to_numpy()
     change = world.wealth_end[r, c] - world.wealth_base[r, c]
-    w = units["treated"].to_numpy() == 1
-    spill = change - w * units["tau_true"].to_numpy()
-    assert np.all(spill >= -1e-12)
-    frame = units.assign(spill=spill)
-    gaps = [f["spill"][f["treated"] == 1].mean() - f["spill"][f["treated"] == 0].mean()
-            for _, f in frame.groupby("trial")]
-    assert abs(np.mean(gaps)) < 3 * np.std(gaps, ddof=1) / np.sqrt(len(gaps))
+    np.testing.assert_allclose(change, units["treated"].to_numpy() * units["tau_true"].to_numpy(), atol=1e-12)
+    for (_, a), (_, b) in itertools.combinations(units[["row", "col"]].iterrows(), 2):
+        assert max(abs(a["row"] - b["row"]), abs(a["col"] - b["col"])) >= 2 * HALF + 1
+    side = SIZES["scene_size"] // 3
+    window = (r // side) * 3 + c // side
+    assert (units["trial"].str[-2:].astype(int).to_numpy() == window).all()
+    valid = world.noise.valid
+    assert all(valid[i - HALF : i + HALF + 1, j - HALF : j + HALF + 1].all() for i, j in zip(r, c, strict=True))
+
+
+def test_every_whole_area_is_a_unit_by_default():
+    world = wealth_module._simulate(seed=3, **{**SIZES, "units_per_trial": None})
+    per_trial = world.units.groupby("trial").size()
+    assert per_trial.max() == (SIZES["scene_size"] // 3 // wealth_module.AREA_PX) ** 2
+    assert per_trial.min() >= 4 and len(world.units) > len(world.units.drop_duplicates(["trial"])) * 10
 
 
 def test_survey_displacement_obeys_the_dhs_limits(world, study):

@@ -1,12 +1,12 @@
 """The built-in wealth study end to end: one map, many trials (``eocausal demo --study wealth``).
 
 A simulated endline scene rendered from a latent wealth surface, DHS-like survey clusters
-(displaced coordinates, true ones kept for calibration), and trials whose treated units grew
-richer; then: outcome model with spatially blocked cross-fitting -> map of the region (COG)
-and, with the same model, a map of the baseline scene -> every trial's naive and corrected
-ATE with the map as the outcome (``trials/``) and with the change of the map since baseline
-as the outcome (``trials_change/``) -> how well the map and the corrections recover the
-known truth.
+(displaced coordinates, true ones kept for calibration), and trials whose treated units (each
+a 630 m area) grew richer; then: outcome model with spatially blocked cross-fitting -> map of
+the region (COG) and, with the same model, a map of the baseline scene -> every trial's naive
+and corrected ATE with the map as the outcome (``trials/``) and with the change of the map
+since baseline as the outcome (``trials_change/``) -> how well the map and the corrections
+recover the known truth.
 """
 
 from __future__ import annotations
@@ -28,9 +28,14 @@ __all__ = ["run_wealth_demo"]
 
 
 def run_wealth_demo(run_dir: Path, *, seed: int = 0, log: Log = _nolog, progress: bool = True,
-                    scene_size: int = 1024, n_survey: int = 1500, n_trials: int = 24,
-                    units_per_trial: int = 200, cell_size_m: float = 150.0) -> dict[str, Any]:
-    """Simulate the wealth study in ``run_dir/study``, map it, run its trials; return the summary."""
+                    scene_size: int = 1024, n_survey: int = 4000, n_trials: int = 24,
+                    units_per_trial: int | None = None, cell_size_m: float = 150.0,
+                    radius_m: float = 150.0) -> dict[str, Any]:
+    """Simulate the wealth study in ``run_dir/study``, map it, run its trials; return the summary.
+
+    Each trial unit's outcome is the map's mean over the cells within ``radius_m`` of it
+    (inside the unit's 630 m area at the default).
+    """
     from eocausal.maps import RegionGrid, sample_map
     from eocausal.simulate import make_wealth_study
 
@@ -53,7 +58,7 @@ def run_wealth_demo(run_dir: Path, *, seed: int = 0, log: Log = _nolog, progress
                                    {"name": "270m", "size_px": 9, "out_px": 9}]},
             "encoder": {"name": "mosaiks", "n_features": 256, "batch_size": 512},
             "features": {"pca_components": None},
-            "outcome": {"model": "ridge", "block_km": 5.0},
+            "outcome": {"model": "ridge", "block_km": 2.5, "calibration_size": 0.3},
             "region": region if imagery is None else {**region, "imagery": [str(imagery)]},
         })
 
@@ -68,6 +73,7 @@ def run_wealth_demo(run_dir: Path, *, seed: int = 0, log: Log = _nolog, progress
             "map": str(artifact.metadata_path.parent),
             "baseline_map": None if base is None else str(base.metadata_path.parent),
             "method": "linear",
+            "radius_m": radius_m,
             "trials": [{"name": t, "units": str(path), "true_ate": float(truth[t])}
                        for t, path in study.trials],
         }), log=log)

@@ -46,26 +46,29 @@ treatment change the image through the same :math:`g`.
 
 Trials
 ------
-``n_trials`` disjoint square windows, each with ``units_per_trial`` units on
-distinct pixels whose disc of radius :math:`r = 300` m lies on the valid
-scene, treatment :math:`W_i \\sim \\text{Bernoulli}(0.5)`. Unit :math:`i` of
-trial :math:`t` has the effect :math:`\\tau_i = \\tau_t h_i`,
+``n_trials`` disjoint square windows, each tiled by unit areas :math:`A_i`,
+squares of 21 x 21 pixels (630 m: a village and its fields); a unit sits at
+the centre of a whole area on the valid scene (``units_per_trial`` of them
+drawn at random, or every one), treatment
+:math:`W_i \\sim \\text{Bernoulli}(0.5)`. Unit :math:`i` of trial :math:`t`
+has the effect :math:`\\tau_i = \\tau_t h_i`,
 :math:`h_i \\sim U(0.5, 1.5)`, with :math:`\\tau_t` evenly spaced on
 :math:`[0, 1]` (SD units of wealth) and shuffled over the trials (one trial
-has no effect). Treatment raises wealth by :math:`\\tau_i` on the disc
-:math:`D_i` of radius :math:`r` around the unit:
+has no effect). Treatment raises wealth by :math:`\\tau_i` over the unit's
+whole area:
 
 .. math::
 
-    Y_{\\text{end}}(p) = Y_0(p) + \\sum_j W_j \\tau_j 1\\{p \\in D_j\\},
+    Y_{\\text{end}}(p) = Y_0(p) + \\sum_j W_j \\tau_j 1\\{p \\in A_j\\},
 
-and the endline scene renders :math:`Y_{\\text{end}}`. The unit's endline
-outcome is :math:`Y_i = Y_{\\text{end}}(x_i)` (``wealth_true``); its own
-effect is exactly :math:`\\tau_i` and the trial's true ATE is
-:math:`\\frac1n\\sum_i \\tau_i`. Neighbours' discs that cover :math:`x_i`
-(units are about 430 m apart at the defaults) add to :math:`Y_i` and to the
-image, independently of :math:`W_i`: variance, not bias, for the
-difference in means.
+and the endline scene renders :math:`Y_{\\text{end}}`. The areas are
+disjoint, so there are no spillovers: the unit's endline outcome
+:math:`Y_i = Y_{\\text{end}}(x_i)` (``wealth_true``) is
+:math:`Y_0(x_i) + W_i \\tau_i`, and the trial's true ATE is
+:math:`\\frac1n\\sum_i \\tau_i`. (An earlier design raised wealth on
+300 m discs around units 430 m apart: the neighbours' discs made the
+difference in means of even the TRUE change miss the true ATEs by a slope
+of up to 1.14 in one run of 24 trials.)
 
 Survey
 ------
@@ -86,15 +89,15 @@ calibration pairs, and needs the map's response to a treatment-induced change
 of :math:`Y` to be the same :math:`k`. A map :math:`\\hat Y(x) = f(X \\text{
 around } x)` depends on wealth only through :math:`g` applied to the wealth
 of the pixels its features see, because the noise is independent of wealth.
-Take features that see a window :math:`A` around :math:`x` no wider than the
-treatment disc (chips of at most about 300 m). A treatment then moves the
-wealth of the whole window by :math:`\\tau_i`, which, cross-sectionally,
-happens whenever the unit's wealth is :math:`\\tau_i` higher (wealth varies
-little within 300 m). So :math:`E[\\hat Y_i \\mid Y_i, W_i]` does not depend
+Take features that see a window around :math:`x` inside the unit's area
+(chips of at most about 300 m, sampled at most 150 m from the unit). A
+treatment then moves the wealth of the whole window by :math:`\\tau_i`,
+which, cross-sectionally, happens whenever the unit's wealth is
+:math:`\\tau_i` higher (wealth varies little within 300 m). So :math:`E[\\hat Y_i \\mid Y_i, W_i]` does not depend
 on :math:`W_i`, the condition of the correction. It breaks when:
 
 - the features see farther than the treatment's footprint (a 1 km chip: the
-  disc fills 28 % of it, while cross-sectional wealth differences fill all
+  unit's area fills 40 % of it, while cross-sectional wealth differences fill all
   of it, so the map responds to the treatment less than :math:`k` says);
 - the calibration truth has another spatial support than what the features
   see: the treatment moves the whole chip, while cross-sectionally the map
@@ -159,7 +162,7 @@ ROOF_A, ROOF_B, ROOF_MIN = 0.08, 0.035, 0.005
 GREEN_B = 0.08
 VEG_NOISE = {"regional": 0.4, "mid": 0.5, "parcels": 0.5}
 ILLUMINATION_SD = 0.03
-RADIUS_M = 300.0  # treatment raises wealth on this disc around a treated unit
+AREA_PX = 21  # a unit's area: a square of 21 x 21 pixels (630 m) centred on the unit
 MAX_EFFECT = 1.0  # largest trial intensity tau_t (SD units of wealth)
 SURVEY_SD = 0.1
 CLUSTER_RADIUS_M = 150.0  # a survey cluster's households lie within this distance of its centre
@@ -319,46 +322,47 @@ def _disc_offsets(radius_px: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _treatment_change(shape: tuple[int, int], units: pd.DataFrame) -> np.ndarray:
-    """:math:`\\sum_j W_j \\tau_j 1\\{p \\in D_j\\}` on the pixel grid."""
-    dr, dc = _disc_offsets(RADIUS_M / PIXEL_M)
-    on = units[(units["treated"] == 1) & (units["tau_true"] > 0)]
-    rows = (on["row"].to_numpy()[:, None] + dr[None, :]).ravel()
-    cols = (on["col"].to_numpy()[:, None] + dc[None, :]).ravel()
+    """:math:`\\sum_j W_j \\tau_j 1\\{p \\in A_j\\}` on the pixel grid (the areas are disjoint)."""
+    half = AREA_PX // 2
     change = np.zeros(shape)
-    np.add.at(change, (rows, cols), np.repeat(on["tau_true"].to_numpy(), dr.size))
+    on = units[(units["treated"] == 1) & (units["tau_true"] > 0)]
+    for r, c, tau in on[["row", "col", "tau_true"]].itertuples(index=False):
+        change[r - half : r + half + 1, c - half : c + half + 1] = tau
     return change
 
 
 def _place_units(
-    valid: np.ndarray, rng: np.random.Generator, n_trials: int, units_per_trial: int
+    valid: np.ndarray, rng: np.random.Generator, n_trials: int, units_per_trial: int | None
 ) -> pd.DataFrame:
-    """Units on distinct pixels of disjoint square windows; each unit's disc lies on the valid scene."""
+    """Units at the centres of the whole, valid unit areas tiling disjoint square windows."""
     h, w = valid.shape
-    radius = math.ceil(RADIUS_M / PIXEL_M)
     per_side = math.ceil(math.sqrt(n_trials))
     side = min(h, w) // per_side
-    inner = side - 2 * radius
-    disk_ok = ndimage.binary_erosion(valid, iterations=radius, border_value=0)
+    n_side = side // AREA_PX
     frames = []
     for t in range(n_trials):
-        r0 = (t // per_side) * side + radius
-        c0 = (t % per_side) * side + radius
-        ok = np.flatnonzero(disk_ok[r0 : r0 + inner, c0 : c0 + inner]) if inner > 0 else []
-        if len(ok) < units_per_trial:
+        r0, c0 = (t // per_side) * side, (t % per_side) * side
+        rows = r0 + AREA_PX * np.repeat(np.arange(n_side), n_side)
+        cols = c0 + AREA_PX * np.tile(np.arange(n_side), n_side)
+        whole = np.array([valid[r : r + AREA_PX, c : c + AREA_PX].all() for r, c in zip(rows, cols, strict=True)],
+                         dtype=bool)
+        ok = np.flatnonzero(whole)
+        n = len(ok) if units_per_trial is None else units_per_trial
+        if len(ok) < max(n, 4):
             raise ConfigError(
-                f"trial window {t} of {side} px holds only {len(ok)} usable pixels for "
-                f"units_per_trial={units_per_trial}; increase `scene_size` or lower `n_trials` "
+                f"trial window {t} of {side} px holds only {len(ok)} whole unit areas of {AREA_PX} px "
+                f"for units_per_trial={units_per_trial}; increase `scene_size` or lower `n_trials` "
                 "or `units_per_trial`."
             )
-        pick = rng.choice(ok, size=units_per_trial, replace=False)
+        pick = np.sort(rng.choice(ok, size=n, replace=False))
         frames.append(
             pd.DataFrame(
                 {
                     "trial": f"trial_{t:02d}",
-                    "unit_id": [f"t{t:02d}_u{i:04d}" for i in range(units_per_trial)],
-                    "row": r0 + pick // inner,
-                    "col": c0 + pick % inner,
-                    "treated": (rng.random(units_per_trial) < 0.5).astype(np.int64),
+                    "unit_id": [f"t{t:02d}_u{i:04d}" for i in range(n)],
+                    "row": rows[pick] + AREA_PX // 2,
+                    "col": cols[pick] + AREA_PX // 2,
+                    "treated": (rng.random(n) < 0.5).astype(np.int64),
                 }
             )
         )
@@ -429,13 +433,15 @@ def _survey(
     )
 
 
-def _check_sizes(scene_size: int, n_survey: int, n_trials: int, units_per_trial: int) -> None:
+def _check_sizes(scene_size: int, n_survey: int, n_trials: int, units_per_trial: int | None) -> None:
     checks = {
         "scene_size": (scene_size, 128, "the scene must hold the trial windows and the margin"),
         "n_survey": (n_survey, 10, "a calibration split needs labelled clusters"),
         "n_trials": (n_trials, 1, "the study needs at least one trial"),
         "units_per_trial": (units_per_trial, 4, "each arm needs units"),
     }
+    if units_per_trial is None:
+        del checks["units_per_trial"]
     for name, (value, low, why) in checks.items():
         if not (isinstance(value, (int, np.integer)) and value >= low):
             raise ConfigError(f"`{name}` must be an int >= {low} ({why}); got {value!r}.")
@@ -446,7 +452,7 @@ def _scene(reflectance, roof, noise: _Noise, transform, villages) -> Scene:
 
 
 def _simulate(
-    *, seed: int, scene_size: int, n_survey: int, n_trials: int, units_per_trial: int
+    *, seed: int, scene_size: int, n_survey: int, n_trials: int, units_per_trial: int | None
 ) -> _World:
     """The study in memory; :func:`make_wealth_study` documents the arguments."""
     _check_sizes(scene_size, n_survey, n_trials, units_per_trial)
@@ -510,7 +516,7 @@ def make_wealth_study(
     scene_size: int = 1024,
     n_survey: int = 600,
     n_trials: int = 24,
-    units_per_trial: int = 200,
+    units_per_trial: int | None = None,
 ) -> WealthStudy:
     """Write the built-in wealth study into ``out_dir`` (see the module docstring).
 
@@ -532,7 +538,10 @@ def make_wealth_study(
     n_trials : int, default=24
         Trials, in disjoint windows of the scene (a grid of
         ``ceil(sqrt(n_trials))`` windows a side).
-    units_per_trial : int, default=200
+    units_per_trial : int, optional
+        Units drawn from each trial window's whole unit areas; by default every
+        one (81 in a full window at the defaults, fewer where a window meets the
+        nodata margin).
 
     Returns
     -------
@@ -547,7 +556,7 @@ def make_wealth_study(
     --------
     >>> import tempfile
     >>> study = make_wealth_study(tempfile.mkdtemp(), scene_size=256, n_survey=50,
-    ...                           n_trials=4, units_per_trial=40)
+    ...                           n_trials=4, units_per_trial=10)
     >>> study.truth.columns.tolist(), len(study.trials)
     (['trial', 'true_ate', 'n', 'intensity'], 4)
     """
