@@ -214,3 +214,14 @@ def test_sizes_out_of_range_raise_with_the_argument_named(tmp_path):
         make_wealth_study(tmp_path, n_trials=0)
     with pytest.raises(ConfigError, match="units_per_trial"):
         make_wealth_study(tmp_path, scene_size=256, n_trials=9, units_per_trial=5000)
+
+
+def test_regional_greenness_weighs_the_regional_field_in_the_vegetation_noise(world, tmp_path):
+    """0 by default; 0.4 puts the 5 km field in the greenness and moves nothing else."""
+    green = wealth_module._simulate(seed=3, **SIZES, regional_greenness=0.4)
+    np.testing.assert_array_equal(green.noise.regional, world.noise.regional)
+    np.testing.assert_allclose(green.noise.veg_logit - world.noise.veg_logit, 0.4 * world.noise.regional, atol=1e-12)
+    np.testing.assert_array_equal(green.wealth_end, world.wealth_end)
+    pd.testing.assert_frame_equal(green.units, world.units)
+    with pytest.raises(ConfigError, match="regional_greenness"):
+        make_wealth_study(tmp_path, scene_size=256, n_trials=1, regional_greenness=-1.0)

@@ -30,7 +30,7 @@ __all__ = ["run_wealth_demo"]
 def run_wealth_demo(run_dir: Path, *, seed: int = 0, log: Log = _nolog, progress: bool = True,
                     scene_size: int = 1024, n_survey: int = 4000, n_trials: int = 24,
                     units_per_trial: int | None = None, cell_size_m: float = 150.0,
-                    radius_m: float = 150.0) -> dict[str, Any]:
+                    radius_m: float = 150.0, regional_greenness: float = 0.0) -> dict[str, Any]:
     """Simulate the wealth study in ``run_dir/study``, map it, run its trials; return the summary.
 
     Each trial unit's outcome is the map's mean over the cells within ``radius_m`` of it
@@ -43,7 +43,8 @@ def run_wealth_demo(run_dir: Path, *, seed: int = 0, log: Log = _nolog, progress
     mark_running(run_dir)
     log(f"simulating the wealth study ({n_survey} survey clusters, {n_trials} trials) ...")
     study = make_wealth_study(run_dir / "study", seed=seed, scene_size=scene_size, n_survey=n_survey,
-                              n_trials=n_trials, units_per_trial=units_per_trial)
+                              n_trials=n_trials, units_per_trial=units_per_trial,
+                              regional_greenness=regional_greenness)
 
     def map_config(name: str, imagery: Path | None) -> Any:
         region = {"footprint": True, "cell_size_m": cell_size_m, "tile_cells": 64}

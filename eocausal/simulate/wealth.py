@@ -36,7 +36,8 @@ Pixel :math:`p` with wealth :math:`y = Y(p)` is rendered as
 :math:`\\big(v\\,r_{\\text{veg}} + (1 - v)\\,r_{\\text{soil}}\\big)\\,(1 + \\epsilon_p)`,
 or the roof end member on roofs and the road end member on roads. The noise
 :math:`U_p \\sim U(0, 1)`, the vegetation noise
-:math:`N_p = 0.4 G_5(p) + 0.5 M(p) + 0.5 P(p)` (a 5 km regional field, a
+:math:`N_p = a_G G_5(p) + 0.5 M(p) + 0.5 P(p)` (a 5 km regional field of weight
+:math:`a_G` = ``regional_greenness``, 0 by default, a
 240 m field, field parcels of 150-600 m), the roads (between the towns) and
 :math:`\\epsilon_p \\sim N(0, 0.03^2)` are drawn once and shared by the
 baseline and endline scenes; none depends on wealth. So the expected image of
@@ -114,6 +115,14 @@ on :math:`W_i`, the condition of the correction. It breaks when:
   correction over-corrects by its inverse. The 1 km field and the
   settlements decorrelate within the displacement, so calibrate on the map
   sampled at the clusters' TRUE locations when they are known;
+- an image feature that does not depend on wealth is correlated with it in
+  the one scene at hand by chance (here the 5 km regional greenness field,
+  whose correlation with wealth at the trial units is -0.35 to +0.30 over
+  seeds at 0.4): the map reads wealth partly from it, the calibration's :math:`k`
+  absorbs that chance relation, and a programme changes wealth but not the
+  feature, so the map's response to the treatment is the :math:`k` without it.
+  It averages out over landscapes, not within one; the study leaves it out
+  unless ``regional_greenness`` > 0 (docs/benchmarks.md measures both);
 - the outcome has a part the image does not render (measurement noise of SD
   :math:`\\sigma` in the calibration truth attenuates :math:`k` by
   :math:`1/(1 + \\sigma^2)`, 1 % here; an invisible wealth component is the
@@ -160,7 +169,7 @@ SETTLEMENT_WEIGHT = 0.5
 #: Rendering: roof probability clip(ROOF_A + ROOF_B * y, ROOF_MIN, 1); vegetation clip(logistic(N) - GREEN_B * y, 0, 1).
 ROOF_A, ROOF_B, ROOF_MIN = 0.08, 0.035, 0.005
 GREEN_B = 0.08
-VEG_NOISE = {"regional": 0.4, "mid": 0.5, "parcels": 0.5}
+VEG_NOISE = {"mid": 0.5, "parcels": 0.5}  # the regional field's weight is `regional_greenness`
 ILLUMINATION_SD = 0.03
 AREA_PX = 21  # a unit's area: a square of 21 x 21 pixels (630 m) centred on the unit
 MAX_EFFECT = 1.0  # largest trial intensity tau_t (SD units of wealth)
@@ -286,10 +295,12 @@ def _wealth_surface(rng: np.random.Generator, shape: tuple[int, int], valid: np.
     return (y - y[valid].mean()) / y[valid].std(), towns, villages
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int], valid: np.ndarray, towns) -> _Noise:
+def _noise(
+    rng: np.random.Generator, shape: tuple[int, int], valid: np.ndarray, towns, regional_greenness: float
+) -> _Noise:
     regional = _gaussian_field(rng, shape, 5000.0 / PIXEL_M / 2.0)
     veg = (
-        VEG_NOISE["regional"] * regional
+        regional_greenness * regional
         + VEG_NOISE["mid"] * _smooth_field(rng, shape, sigma=8)
         + VEG_NOISE["parcels"] * _parcels(rng, shape)
     )
@@ -452,16 +463,19 @@ def _scene(reflectance, roof, noise: _Noise, transform, villages) -> Scene:
 
 
 def _simulate(
-    *, seed: int, scene_size: int, n_survey: int, n_trials: int, units_per_trial: int | None
+    *, seed: int, scene_size: int, n_survey: int, n_trials: int, units_per_trial: int | None,
+    regional_greenness: float = 0.0,
 ) -> _World:
     """The study in memory; :func:`make_wealth_study` documents the arguments."""
     _check_sizes(scene_size, n_survey, n_trials, units_per_trial)
+    if not (isinstance(regional_greenness, (int, float)) and 0 <= regional_greenness <= 2):
+        raise ConfigError(f"`regional_greenness` must be a number in [0, 2]; got {regional_greenness!r}.")
     rng = np.random.default_rng([seed, 23])
     shape = (scene_size, scene_size)
     transform = from_origin(400_000.0, 300_000.0, PIXEL_M, PIXEL_M)
     valid = _valid_margin(shape, rng)
     wealth_base, towns, villages = _wealth_surface(rng, shape, valid)
-    noise = _noise(rng, shape, valid, towns)
+    noise = _noise(rng, shape, valid, towns, regional_greenness)
 
     units = _place_units(valid, rng, n_trials, units_per_trial)
     names = [f"trial_{t:02d}" for t in range(n_trials)]
@@ -517,6 +531,7 @@ def make_wealth_study(
     n_survey: int = 600,
     n_trials: int = 24,
     units_per_trial: int | None = None,
+    regional_greenness: float = 0.0,
 ) -> WealthStudy:
     """Write the built-in wealth study into ``out_dir`` (see the module docstring).
 
@@ -542,6 +557,11 @@ def make_wealth_study(
         Units drawn from each trial window's whole unit areas; by default every
         one (81 in a full window at the defaults, fewer where a window meets the
         nodata margin).
+    regional_greenness : float, default=0.0
+        Weight :math:`a_G` of the 5 km regional field in the vegetation noise
+        (see "Rendering"): greenness that does not depend on wealth but, in one
+        finite scene, is correlated with it by chance, which breaks the linear
+        correction within that scene (e.g. 0.4; the default leaves it out).
 
     Returns
     -------
@@ -568,6 +588,7 @@ def make_wealth_study(
         n_survey=n_survey,
         n_trials=n_trials,
         units_per_trial=units_per_trial,
+        regional_greenness=regional_greenness,
     )
     scene_path = write_scene(world.endline, out_dir / "scene_endline.tif")
     baseline_path = write_scene(world.baseline, out_dir / "scene_baseline.tif")
