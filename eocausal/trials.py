@@ -159,25 +159,6 @@ def _check_specs(specs: Any) -> list[TrialSpec]:
     return specs
 
 
-def _calibration(artifact: MapArtifact) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    table = artifact.calibration
-    missing = {"predicted", "truth"} - set(table.columns)
-    if missing:
-        raise InputDataError(
-            f"the map's calibration table {str(artifact.calibration_path)!r} lacks columns "
-            f"{sorted(missing)}; it needs `predicted` and `truth` per calibration location. "
-            "Rewrite the artifact with MapArtifact.write(..., calibration_table=...)."
-        )
-    groups = table["group"].astype(str).to_numpy() if "group" in table.columns else None
-    if groups is not None and len(np.unique(groups)) < 2:
-        groups = None  # one block: nothing to resample as a whole
-    return (
-        table["predicted"].to_numpy(dtype=np.float64),
-        table["truth"].to_numpy(dtype=np.float64),
-        groups,
-    )
-
-
 @dataclass
 class TrialsResult:
     """Naive and corrected effects of several trials on one map.
@@ -344,7 +325,7 @@ def run_trials(
             f"a baseline map needs `method: linear` (the intercept cancels in a change only for "
             f"the linear correction); got {method!r}."
         )
-    cal_p, cal_t, cal_groups = _calibration(artifact)
+    cal_p, cal_t, cal_groups = artifact.calibration_pairs()
     rows, missing, details = [], [], {}
     for spec in specs:
         trial = _load(spec)

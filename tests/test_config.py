@@ -249,3 +249,22 @@ def test_units_file_is_checked_at_load(tmp_path):
     (tmp_path / "units.csv").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"`study\.units`: .*is empty \(0 bytes\)"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("debias", "message"),
+    [
+        ({"method": "linear"}, r"`debias`.*needs the predicted outcome: `map`"),
+        ({"predicted_col": "p"}, r"needs the predicted outcome"),
+        ({"map": ".", "predicted_col": "p"}, r"`debias\.map` brings its own predictions"),
+        ({"predicted_col": "p", "calibration": "cal.csv", "radius_m": 100}, r"`debias\.radius_m`.*give `map`"),
+        ({"map": ".", "residuals_col": "r", "sigma_source": "validation_residuals"}, r"`debias\.residuals_col`"),
+        ({"map": "no_such_map"}, r"`debias\.map`: file .*no_such_map' does not exist"),
+    ],
+)
+def test_debias_source_is_a_map_or_a_column_with_calibration(tmp_path, debias, message):
+    (tmp_path / "cal.csv").write_text("predicted,truth\n0,0\n")
+    data = _demo()
+    data["debias"] = debias
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data, base_dir=tmp_path)

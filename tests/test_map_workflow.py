@@ -129,3 +129,62 @@ def test_the_same_model_maps_the_baseline_scene_and_trials_use_the_change(wealth
     assert res["map"]["baseline_cog_sha256"] == before.cog_sha256
     with pytest.raises(Exception, match="linear"):
         parse_trials_config({**trials.model_dump(mode="json"), "method": "tweedie"})
+
+
+def test_a_run_config_reads_its_outcome_from_a_map_and_corrects_ate_and_rate(wealth):
+    """`debias.map`: the map sampled at each unit is the outcome; ATE and RATE naive and corrected,
+    every corrected SE with the map's calibration uncertainty (whole blocks); off-map units listed."""
+    import numpy as np
+
+    from eocausal.config import parse_config, parse_map_config
+    from eocausal.pipeline import run_pipeline
+    from eocausal.pipeline.outcome_map import map_stage
+
+    d, study = wealth
+    artifact = map_stage(parse_map_config({
+        "run_dir": str(d / "run_map"),
+        "labels": {"path": str(study.survey_path), "id_col": "cluster_id", "target_col": "wealth",
+                   "true_lon_col": "true_lon", "true_lat_col": "true_lat"},
+        "imagery": {"source": "raster", "paths": [str(study.scene_path)], "recipe": "c2_sr",
+                    "scales": [{"name": "150m", "size_px": 5, "out_px": 5},
+                               {"name": "270m", "size_px": 9, "out_px": 9}]},
+        "encoder": {"name": "mosaiks", "n_features": 64},
+        "features": {"pca_components": None},
+        "outcome": {"model": "ridge", "block_km": 2.5, "calibration_size": 0.3},
+        "region": {"footprint": True, "cell_size_m": 150, "tile_cells": 64},
+    }), progress=False)
+    units = pd.concat([pd.read_csv(p) for _, p in study.trials], ignore_index=True)
+    off = units.head(3).assign(unit_id=["off_a", "off_b", "off_c"], lon=units["lon"].head(3) + 5.0)
+    pd.concat([units, off]).to_csv(d / "run_units.csv", index=False)
+    cfg = {
+        "run_dir": str(d / "run_from_map"),
+        "study": {"units": str(d / "run_units.csv"), "id_col": "unit_id", "treatment_col": "treated",
+                  "lon_col": "lon", "lat_col": "lat", "crs": "EPSG:4326", "propensity": 0.5,
+                  "true_effect_col": "tau_true"},
+        "imagery": {"source": "raster", "paths": [str(study.scene_path)], "recipe": "c2_sr",
+                    "scales": [{"name": "1km", "size_km": 1.0, "out_px": 16}]},
+        "encoder": {"name": "mosaiks", "n_features": 32},
+        "features": {"pca_components": 5},
+        "estimate": {"n_estimators": 100},
+        "evaluate": {"n_bootstrap": 50, "compare_scales": False},
+        "debias": {"map": str(artifact.metadata_path.parent), "radius_m": 150, "method": "linear"},
+        "map": {"enabled": False},
+    }
+    res = run_pipeline(parse_config(cfg), progress=False).results
+    excluded = pd.read_csv(d / "run_from_map" / "exclusions.csv")
+    off_rows = excluded[excluded["unit_id"].isin(off["unit_id"])]
+    assert len(off_rows) == 3 and off_rows["reason"].str.contains("no valid map value within 150 m").all()
+    debias = res["debias"]
+    assert debias["map"]["cog_sha256"] == artifact.cog_sha256
+    assert debias["map"]["calibration_resampling"].startswith("whole spatial blocks")
+    rows = {r["outcome"].split(",")[0]: r for r in debias["rows"]}
+    naive, corrected = rows["naive (predicted)"], rows["corrected (linear)"]
+    true_ate = float(units["tau_true"].mean())
+    assert naive["estimate"] < 0.7 * true_ate  # the map's shrinkage
+    assert abs(corrected["estimate"] - true_ate) < 3 * corrected["std_err"]
+    for row in [corrected, res["rate"]["main"], *res["rate"]["table"]]:
+        assert row["calibration_se"] > 0
+        assert row["std_err"] == pytest.approx(np.hypot(row["sampling_se"], row["calibration_se"]), rel=1e-6)
+    # the map's values are the outcome the run analysed
+    cate = pd.read_csv(d / "run_from_map" / "cate.csv")
+    assert len(cate) == len(units)

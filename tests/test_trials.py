@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import types
 
 import numpy as np
 import pandas as pd
@@ -162,8 +162,7 @@ def test_invalid_inputs_name_the_problem(synthetic):
     off = frame.assign(lon=frame["lon"] + 5.0)  # the whole trial lies off the map
     with pytest.warns(ExclusionWarning), pytest.raises(EstimationError, match="each arm needs"):
         run_trials([TrialSpec("off", off)], artifact)
-    bad = types.SimpleNamespace(cog_path=artifact.cog_path, calibration_path="cal.csv",
-                                calibration=artifact.calibration.rename(columns={"truth": "y"}))
+    bad = dataclasses.replace(artifact, calibration=artifact.calibration.rename(columns={"truth": "y"}))
     with pytest.raises(InputDataError, match="truth"):
         run_trials([TrialSpec("x", frame)], bad)
 

@@ -150,14 +150,21 @@ class EvaluateConfig(_Strict):
 class DebiasConfig(_Strict):
     """Correction of a predicted (ML-mapped) outcome with a labelled calibration set.
 
-    The study's outcome column is replaced by ``predicted_col``; the corrected
-    outcome flows into the ATE and CATE estimates, and the report shows the naive
-    and corrected ATE side by side (plus PPI when some study units carry a fresh
-    label in ``fresh_label_col``).
+    The study's outcome is the prediction: either a column of the units table
+    (``predicted_col``, with the calibration pairs in ``calibration``) or a map
+    artifact made by ``eocausal map`` (``map``: the map is sampled at each unit, its
+    value or, with ``radius_m``, its mean over the valid cells within that radius,
+    and the correction uses the map's calibration split, bootstrapped by its spatial
+    blocks). Units the map does not cover are excluded with that reason. The
+    corrected outcome flows into the ATE, CATE and RATE estimates, and the report
+    shows naive and corrected side by side (plus PPI when some study units carry a
+    fresh label in ``fresh_label_col``).
     """
 
-    predicted_col: str
-    calibration: Path
+    predicted_col: str | None = None
+    calibration: Path | None = None
+    map: Path | None = None
+    radius_m: Annotated[float, Field(gt=0)] | None = None
     calibration_predicted_col: str = "predicted"
     calibration_truth_col: str = "truth"
     method: Literal["auto", "linear", "tweedie", "none"] = "auto"
@@ -165,6 +172,25 @@ class DebiasConfig(_Strict):
     residuals_col: str | None = None
     density_source: Literal["target_predictions", "calibration_predictions"] = "target_predictions"
     fresh_label_col: str | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> DebiasConfig:
+        if self.map is None and (self.predicted_col is None or self.calibration is None):
+            raise ValueError(
+                "`debias` needs the predicted outcome: `map` (a map artifact folder from "
+                "`eocausal map`), or `predicted_col` (a column of the units) with `calibration` (a CSV)"
+            )
+        if self.map is not None and (self.predicted_col is not None or self.calibration is not None):
+            raise ValueError(
+                "`debias.map` brings its own predictions and calibration pairs: drop `predicted_col` "
+                "and `calibration`, or drop `map`"
+            )
+        if self.map is not None and self.residuals_col is not None:
+            raise ValueError("`debias.residuals_col` names a column of `calibration`; with `map` the calibration "
+                             "pairs are the map's: drop `residuals_col` (and `sigma_source`)")
+        if self.radius_m is not None and self.map is None:
+            raise ValueError("`debias.radius_m` is the radius over which `debias.map` is averaged: give `map`")
+        return self
 
     @model_validator(mode="after")
     def _residuals(self) -> DebiasConfig:
@@ -271,6 +297,7 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> None:
     cfg.encoder.cache_dir = resolve(cfg.encoder.cache_dir, "encoder.cache_dir", must_exist=False)
     if cfg.debias is not None:
         cfg.debias.calibration = resolve(cfg.debias.calibration, "debias.calibration")
+        cfg.debias.map = resolve(cfg.debias.map, "debias.map")
 
 
 def parse_config(data: Any, *, base_dir: str | Path = ".") -> RunConfig:

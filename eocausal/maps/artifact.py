@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eocausal.atomic import file_sha256
-from eocausal.atomic import atomic_path, json_default, write_csv, write_json
+from eocausal.atomic import atomic_path, file_sha256, json_default, write_csv, write_json
 from eocausal.errors import InputDataError
 
 __all__ = ["ARTIFACT_FORMAT", "MapArtifact"]
@@ -206,6 +205,23 @@ class MapArtifact:
             table,
             record.get("metadata", {}),
             record.get("cog_sha256", ""),
+        )
+
+    def calibration_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Predictions, truths and spatial blocks of the calibration split.
+
+        The blocks are the ``group`` column (the blocks ``eocausal map`` held
+        out), for calibration bootstraps that draw whole blocks; None without
+        that column or with a single block.
+        """
+        table = _check_calibration(self.calibration, f"calibration table {os.fspath(self.calibration_path)!r}")
+        groups = table["group"].astype(str).to_numpy() if "group" in table.columns else None
+        if groups is not None and len(np.unique(groups)) < 2:
+            groups = None  # one block: nothing to resample as a whole
+        return (
+            pd.to_numeric(table["predicted"]).to_numpy(dtype=np.float64),
+            pd.to_numeric(table["truth"]).to_numpy(dtype=np.float64),
+            groups,
         )
 
     def verify(self) -> bool:

@@ -31,7 +31,7 @@ from eocausal.atomic import atomic_path, write_json
 from eocausal.config import RunConfig
 from eocausal.embeddings import Embeddings
 from eocausal.errors import EocausalError
-from eocausal.pipeline.correction import run_debias
+from eocausal.pipeline.correction import map_source, run_debias
 from eocausal.pipeline.folder import file_fingerprint, fingerprint, is_current, write_manifest
 from eocausal.pipeline.study import Log, PreparedStudy, _nolog, check_split
 
@@ -184,8 +184,9 @@ def estimate_key(cfg: RunConfig, study: PreparedStudy, embed_key: str) -> str:
         "split": {"test_size": ev.test_size, "compare_scales": ev.compare_scales,
                   "combinations": ev.combinations},
         "debias": None if cfg.debias is None else {
-            **cfg.debias.model_dump(mode="json", exclude={"calibration"}),
-            "calibration": file_fingerprint(cfg.debias.calibration),
+            **cfg.debias.model_dump(mode="json", exclude={"calibration", "map"}),
+            "calibration": None if cfg.debias.calibration is None else file_fingerprint(cfg.debias.calibration),
+            "map": map_source(cfg),
             "n_bootstrap": ev.n_bootstrap,
         },
         "seed": cfg.seed,

@@ -113,12 +113,14 @@ def _ate_section(est: Estimates, correction: Correction | None) -> tuple[dict[st
         ]
         if info.get("ppi") is not None:
             table.append({"outcome": "PPI++ (fresh labels)", **_ci_row(info["ppi"])})
+        resampling = (info.get("map") or {}).get("calibration_resampling", "pairs")
+        drawn = "" if resampling == "pairs" else f" of the map's {resampling}"
         debias_block = {
             **info, "rows": table,
             "se_note": "SEs of estimates on the corrected outcome (here, in the ATE table and the "
             "RATE table) are sqrt(sampling^2 + calibration^2): the sampling SE with the correction "
             "held fixed (cluster-robust, weighted) and the calibration SE from a bootstrap of the "
-            f"calibration pairs ({boot.n_bootstrap} draws) that refits the correction and recomputes "
+            f"calibration pairs ({boot.n_bootstrap} draws{drawn}) that refits the correction and recomputes "
             "the estimate with nuisances and propensities held fixed. The naive row treats the "
             "prediction as the outcome.",
         }

@@ -310,6 +310,15 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
             excluded = pd.DataFrame({"unit_id": table.loc[bad, s.id_col].astype(str).to_numpy(), "reason": reasons})
             table = table.loc[~bad].reset_index(drop=True)
             log(f"{int(bad.sum())} units excluded for missing covariates (study.missing_covariates: exclude)")
+    outcome_col = s.outcome_col if cfg.debias is None else cfg.debias.predicted_col
+    if cfg.debias is not None and cfg.debias.map is not None:
+        from eocausal.pipeline.correction import MAP_PREDICTION_COL, predicted_from_map
+
+        table, off_map = predicted_from_map(cfg, table)
+        if len(off_map):
+            log(f"{len(off_map)} units excluded: no value on the map {cfg.debias.map}")
+        excluded = pd.concat([excluded, off_map], ignore_index=True)
+        outcome_col = MAP_PREDICTION_COL
     panel = None
     if cfg.estimate.design == "panel":
         table, panel = _panel_unit_rows(table, cfg, time_col, units_path)
@@ -319,8 +328,7 @@ def prepare_study(cfg: RunConfig, *, log: Log = _nolog) -> PreparedStudy:
             table,
             id_col=s.id_col,
             treatment_col=s.treatment_col,
-            outcome_col=(None if panel is not None
-                         else s.outcome_col if cfg.debias is None else cfg.debias.predicted_col),
+            outcome_col=None if panel is not None else outcome_col,
             covariate_cols=covariates or None,
             cluster_col=s.cluster_col,
             weight_col=s.weight_col,
