@@ -80,7 +80,7 @@ def _figures(cfg: RunConfig, study: PreparedStudy, stage: EmbeddingStage, est: E
     if map_path is not None:
         import rasterio
 
-        with rasterio.open(study.imagery_paths[0]) as src:
+        with rasterio.open(map_path) as src:  # the map's grid: the raster's CRS or a UTM zone
             crs = src.crs.to_string()
         units = study.units.subset(stage.embeddings.unit_ids).gdf.to_crs(crs)
         xy = np.column_stack([units.geometry.x, units.geometry.y])

@@ -59,7 +59,11 @@ def plot_cate_map(
     points_xy: np.ndarray | None = None,
     ax=None,
 ) -> Figure:
-    """The CATE GeoTIFF drawn over an RGB rendering of the imagery, units as dots."""
+    """The CATE GeoTIFF drawn over an RGB rendering of the imagery, units as dots.
+
+    The background is warped to the map's CRS when it has another one; ``points_xy``
+    must be in the map's CRS.
+    """
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.0, 5.2))
     else:
@@ -67,9 +71,17 @@ def plot_cate_map(
     with rasterio.open(map_path) as src:
         cate = src.read(1, masked=True)
         b = src.bounds
+        map_crs = src.crs
     extent = (b.left, b.right, b.bottom, b.top)
     if background is not None:
-        with rasterio.open(background) as bg:
+        from contextlib import ExitStack
+
+        from rasterio.vrt import WarpedVRT
+
+        with ExitStack() as stack:
+            bg = stack.enter_context(rasterio.open(background))
+            if map_crs is not None and bg.crs is not None and bg.crs != map_crs:
+                bg = stack.enter_context(WarpedVRT(bg, crs=map_crs))
             names = list(bg.descriptions)
             idx = [names.index(n) + 1 for n in rgb_bands] if all(n in names for n in rgb_bands) else [1, 2, 3]
             out_shape = (3, min(bg.height, 512), min(bg.width, 512))
