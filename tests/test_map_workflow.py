@@ -25,15 +25,22 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "eocausal", *args], capture_output=True, text=True, timeout=600)
 
 
-def test_fit_outcome_map_and_trials_from_configs(wealth):
-    d, study = wealth
-    map_cfg = {
-        "run_dir": "map_run",
+def _survey_on_scene(study) -> dict:
+    """Map config sections: the survey as labels (calibrated at the true locations), 150 m and 270 m chips."""
+    return {
         "labels": {"path": str(study.survey_path), "id_col": "cluster_id", "target_col": "wealth",
                    "true_lon_col": "true_lon", "true_lat_col": "true_lat"},
         "imagery": {"source": "raster", "paths": [str(study.scene_path)], "recipe": "c2_sr",
                     "scales": [{"name": "150m", "size_px": 5, "out_px": 5},
                                {"name": "270m", "size_px": 9, "out_px": 9}]},
+    }
+
+
+def test_fit_outcome_map_and_trials_from_configs(wealth):
+    d, study = wealth
+    map_cfg = {
+        "run_dir": "map_run",
+        **_survey_on_scene(study),
         "encoder": {"name": "mosaiks", "n_features": 32},
         "features": {"pca_components": None},
         "outcome": {"model": "ridge", "block_km": 3.0, "n_folds": 3},
@@ -143,11 +150,7 @@ def test_a_run_config_reads_its_outcome_from_a_map_and_corrects_ate_and_rate(wea
     d, study = wealth
     artifact = map_stage(parse_map_config({
         "run_dir": str(d / "run_map"),
-        "labels": {"path": str(study.survey_path), "id_col": "cluster_id", "target_col": "wealth",
-                   "true_lon_col": "true_lon", "true_lat_col": "true_lat"},
-        "imagery": {"source": "raster", "paths": [str(study.scene_path)], "recipe": "c2_sr",
-                    "scales": [{"name": "150m", "size_px": 5, "out_px": 5},
-                               {"name": "270m", "size_px": 9, "out_px": 9}]},
+        **_survey_on_scene(study),
         "encoder": {"name": "mosaiks", "n_features": 64},
         "features": {"pca_components": None},
         "outcome": {"model": "ridge", "block_km": 2.5, "calibration_size": 0.3},
