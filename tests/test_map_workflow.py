@@ -144,6 +144,7 @@ def test_a_run_config_reads_its_outcome_from_a_map_and_corrects_ate_and_rate(wea
     import numpy as np
 
     from eocausal.config import parse_config, parse_map_config
+    from eocausal.maps import MapArtifact
     from eocausal.pipeline import run_pipeline
     from eocausal.pipeline.outcome_map import map_stage
 
@@ -191,3 +192,18 @@ def test_a_run_config_reads_its_outcome_from_a_map_and_corrects_ate_and_rate(wea
     # the map's values are the outcome the run analysed
     cate = pd.read_csv(d / "run_from_map" / "cate.csv")
     assert len(cate) == len(units)
+    # the same config again reuses the fitted models; a changed map is never served stale
+    estimates = d / "run_from_map" / "estimate" / "estimates.npz"
+    before = estimates.stat().st_mtime_ns
+    run_pipeline(parse_config(cfg), progress=False)
+    assert estimates.stat().st_mtime_ns == before
+    changed = d / "changed.tif"
+    with rasterio.open(artifact.cog_path) as src:
+        profile, bands = src.profile, src.read()
+    with rasterio.open(changed, "w", **profile) as dst:
+        dst.write(bands * np.float32(1.5))
+    MapArtifact.write(artifact.metadata_path.parent, cog_path=changed, calibration_table=artifact.calibration,
+                      metadata=artifact.metadata)
+    again = run_pipeline(parse_config(cfg), progress=False).results
+    assert estimates.stat().st_mtime_ns != before
+    assert again["debias"]["map"]["cog_sha256"] not in ("", artifact.cog_sha256)
