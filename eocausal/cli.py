@@ -66,6 +66,22 @@ def _log(quiet: bool):
     return lambda message: console.log(message)
 
 
+def _wealth_summary(s: dict, run_dir: Path) -> None:
+    """The wealth demo's map accuracy, then its trials with the map's value and with its change."""
+    console.print(f"map of {s['n_map_cells']:,} cells: spatial-CV R\u00b2 {s['spatial_cv_r2']:.3f}, shrinkage slope "
+                  f"{s['spatial_cv_slope']:.3f}; correlation with the true wealth {s['map_corr_with_true_wealth']:.3f}; "
+                  f"{s['n_calibration_pairs']:,} calibration pairs")
+    console.print(f"over {s['n_trials (map)']} trials, against the true ATEs:   map value        change since baseline")
+    for label, key in (("slope of naive ATEs", "slope_naive_on_truth"),
+                       ("slope of corrected ATEs", "slope_corrected_on_truth"),
+                       ("  its OLS SE", "slope_corrected_on_truth_se"),
+                       ("coverage of corrected 95% CIs", "coverage_corrected_95")):
+        console.print(f"  {label:<38} {_num(s.get(f'{key} (map)'), '8.3f')}         "
+                      f"{_num(s.get(f'{key} (change)'), '8.3f')}")
+    console.print(f"reports: {run_dir / 'trials' / 'report.html'} (map value), "
+                  f"{run_dir / 'trials_change' / 'report.html'} (change)")
+
+
 def _num(value: float | None, spec: str) -> str:
     """``value`` formatted, or a dash when it is missing (e.g. a RATE ratio with SE 0)."""
     return "–".rjust(int(spec.split(".")[0] or 0)) if value is None else format(value, spec)
@@ -132,8 +148,7 @@ def demo(
         from eocausal.pipeline.wealth_demo import run_wealth_demo
 
         summary = run_wealth_demo(run_dir, seed=seed, log=_log(quiet), progress=not quiet)
-        for key, value in summary.items():
-            console.print(f"  {key:<28} {_num(value, '.3f') if isinstance(value, float) else value}")
+        _wealth_summary(summary, run_dir.resolve())
         typer.echo(str(run_dir.resolve() / "trials" / "report.html"))
         return
     path = resources.files("eocausal") / "configs" / files[study]
