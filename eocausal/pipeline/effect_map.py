@@ -16,7 +16,7 @@ its bands, in order:
 4. ``valid``: 1 where the cell's chips were valid and it was predicted, 0 where they were
    excluded (nodata, clouds; the other bands are NaN there);
 5. ``out_of_support``: 1 where the cell's image features lie outside the training units'
-   (:func:`~eocausal.maps.support_flags`), else 0.
+   (:class:`~eocausal.maps.FeatureSupport`), else 0.
 
 Cells outside every raster's extent are NaN in every band. The stage is reused when the
 estimate, the embeddings and the ``map`` config are unchanged, and a killed map job resumes
@@ -125,23 +125,24 @@ class _CellPredictor:
         return self.run_model.features.transform(emb, covariates)
 
     @cached_property
-    def support_reference(self) -> tuple[np.ndarray, np.ndarray]:
-        """The image-feature columns, and the training units' features in them.
+    def support(self) -> tuple[np.ndarray, Any]:
+        """The image-feature columns, and the support check fitted once on the training units'
+        features in them (:class:`~eocausal.maps.FeatureSupport`).
 
         Cells have no covariates of their own (they are held at the training means), so the
         support rule compares image features only; the training units' covariates, which
         ``features`` also holds at their means, therefore do not matter here.
         """
         from eocausal.features import COVARIATES_BLOCK
+        from eocausal.maps import FeatureSupport
 
         est = self.est
         train = self.features(self.stage.embeddings.subset(est.ids[est.train]))
         columns = np.flatnonzero(np.asarray(train.blocks) != COVARIATES_BLOCK)
-        return columns, train.X[:, columns]
+        return columns, FeatureSupport(k=self.k, quantile=SUPPORT_QUANTILE).fit(train.X[:, columns])
 
     def __call__(self, tile, points: pd.DataFrame) -> dict[str, np.ndarray]:
         from eocausal.imagery import ChipDataset
-        from eocausal.maps import support_flags
         from eocausal.units import StudyUnits
 
         n = len(points)
@@ -166,9 +167,8 @@ class _CellPredictor:
         values["expected_tau_hat_lower"][rows] = lower
         values["expected_tau_hat_upper"][rows] = upper
         values["valid"][rows] = 1.0
-        columns, reference = self.support_reference
-        flag, _ = support_flags(reference, X[:, columns], k=self.k, quantile=SUPPORT_QUANTILE)
-        values["out_of_support"][rows] = flag
+        columns, support = self.support
+        values["out_of_support"][rows] = support.predict(X[:, columns])
         return values
 
 
