@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from eocausal.config import RunConfig
-from eocausal.errors import NothingEmbeddedError, ExclusionWarning
+from eocausal.errors import ExclusionWarning, NothingEmbeddedError
 from eocausal.pipeline.embed import EmbeddingStage, build_encoder, run_embed
 from eocausal.pipeline.estimate import Estimates, covariates_at_training_means, refit_run_model
 from eocausal.pipeline.folder import fingerprint, is_current, write_manifest
